@@ -1,0 +1,159 @@
+"""sparq-perf command line: each command parses options, calls one library function, prints.
+
+Bad input ends in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import phases as P
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UserError(message)
+
+
+def _add_output_flags(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    g.add_argument("--csv", action="store_true", help="print rows as CSV instead of tables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparq-perf", description="How much faster SparQ Attention makes decode, predicted and measured.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("predict", help="analytic bytes, FLOPs and time of dense vs SparQ decode (no GPU needed)",
+                       description="Predict each decode operation, dense vs SparQ. Defaults: llama2-7b, batch 1, "
+                                   "S=4k, compression 1/8 (r = d_h/8, k = S/16), l = 0, bf16 weights and KV.")
+    p.add_argument("--gpu", "--device", dest="device", default="h100-sxm",
+                   help="hardware profile name or alias, or a profile YAML path (default h100-sxm; see `sparq-perf profiles`)")
+    p.add_argument("--model", default="llama2-7b", help="model name or YAML path (default llama2-7b; see `sparq-perf models`)")
+    p.add_argument("--batch", type=int, default=1, help="sequences decoded together (default 1)")
+    p.add_argument("--seq", default="4k", help="KV length S; k = x1024, M = x1024^2 (default 4k = 4096)")
+    p.add_argument("--compression", default="1/8",
+                   help="target transfer ratio c: r = d_h*c, k = S*c/2 (default 1/8)")
+    p.add_argument("--r", type=int, help="query components (overrides --compression)")
+    p.add_argument("--k", help="positions fetched: a count or a fraction of S such as S/16 (overrides --compression)")
+    p.add_argument("--l", type=int, default=0, help="local window, counted inside k (default 0)")
+    dtypes = ["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+    p.add_argument("--weight-dtype", default="bf16", choices=dtypes, help="weight dtype (default bf16)")
+    p.add_argument("--kv-dtype", default="bf16", choices=dtypes, help="KV cache dtype (default bf16)")
+    p.add_argument("--calibration", help="calibration YAML written by `sparq-perf measure`")
+    p.add_argument("--copy-bandwidth", type=float, metavar="GB/S",
+                   help="measured copy bandwidth of the target device in GB/s (scales a calibration to it)")
+    p.add_argument("--require-fit", action="store_true",
+                   help="exit 2 if weights + KV do not fit in the device memory (default: predict anyway, with a warning)")
+    _add_output_flags(p)
+
+    p = sub.add_parser("profiles", help="list hardware profiles with their key figures")
+    _add_output_flags(p)
+    p = sub.add_parser("models", help="list model architectures")
+    _add_output_flags(p)
+    return parser
+
+
+def _settings(args):
+    from .calibration import load_calibration
+    from .hardware import get_profile
+    from .models import get_model
+    from .predict import Settings
+    from .units import parse_count, parse_fraction
+
+    seq = parse_count(args.seq, "--seq")
+    if args.copy_bandwidth is not None and not args.copy_bandwidth > 0:
+        raise UserError(f"--copy-bandwidth must be positive GB/s, got {args.copy_bandwidth}")
+    return Settings(
+        model=get_model(args.model), hw=get_profile(args.device), batch=args.batch, seq_len=seq,
+        compression=parse_fraction(args.compression, "--compression"), r=args.r, k=args.k, l=args.l,
+        weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype,
+        calibration=load_calibration(args.calibration) if args.calibration else None,
+        copy_bandwidth_bytes_per_s=args.copy_bandwidth * 1e9 if args.copy_bandwidth else None,
+    )
+
+
+def cmd_predict(args) -> int:
+    from . import rows as R
+    from .predict import predict
+    from .text import fit_message, print_prediction
+
+    pred = predict(_settings(args))
+    if args.require_fit and not all(pred.summary[f"{m}.fits"] for m in pred.settings.methods):
+        raise UserError(fit_message(pred))
+    if args.json:
+        print(json.dumps({**pred.to_dict(), "rows": json.loads(R.to_json(pred.rows))}, indent=1))
+    elif args.csv:
+        sys.stdout.write(R.to_csv(pred.rows))
+    else:
+        print_prediction(pred)
+        if not all(pred.summary[f"{m}.fits"] for m in pred.settings.methods):
+            print(f"warning: {fit_message(pred)}", file=sys.stderr)
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    from .hardware import builtin_profiles
+    from .text import print_profiles
+
+    profiles = list(builtin_profiles().values())
+    if args.json or args.csv:
+        recs = [{"name": h.name, "kind": h.kind, "description": h.description, "aliases": " ".join(h.aliases),
+                 "capacity_bytes": h.capacity_bytes, "bandwidth_bytes_per_s": h.bandwidth_bytes_per_s,
+                 "peak_bandwidth_bytes_per_s": max(t.peak_bandwidth_bytes_per_s for t in h.memory_tiers),
+                 "bf16_flops_per_s": h.flops_per_s("bf16"), "compute_units": h.compute_units} for h in profiles]
+        _print_records(recs, args.json)
+    else:
+        print_profiles(profiles)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from dataclasses import asdict
+
+    from .models import builtin_models
+    from .text import print_models
+
+    models = list(builtin_models().values())
+    if args.json or args.csv:
+        _print_records([{**asdict(m), "n_params": m.n_params} for m in models], args.json)
+    else:
+        print_models(models)
+    return 0
+
+
+def _print_records(recs, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(recs, indent=1))
+        return
+    import csv
+
+    w = csv.DictWriter(sys.stdout, fieldnames=list(recs[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(recs)
+
+
+COMMANDS = {"predict": cmd_predict, "profiles": cmd_profiles, "models": cmd_models}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.command:
+            build_parser().print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"sparq-perf: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Attention phases of one decode step: bytes, FLOPs and launches of each, per layer.
+
+Byte terms follow the table "Bytes per phase" of the kernel notes: for each
+(sequence, KV head) pair with g query heads sharing it, e bytes per KV element and a bytes
+per activation element. Totals are multiplied by B * H_kv. Everything is pure arithmetic
+on numpy-broadcastable values: no kernels, no devices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import phases as P
+from ..workload import Workload
+from .base import PhaseCost
+
+INDEX_BYTES = 4  # int32 indices
+STAT_BYTES = 4  # fp32 scores, softmax statistics and the running mean v_bar
+SOFTMAX_FLOPS_PER_SCORE = 5  # max, subtract, exp, sum, scale
+
+
+@dataclass(frozen=True)
+class SparqImpl:
+    """How a SparQ implementation moves its bytes (switches the kernels can differ by).
+
+    scores_in_memory: the scoring kernel writes fp32 group-summed scores and the selection
+        kernel reads them back (False when selection is fused into scoring).
+    select_passes: passes of the selection kernel over the score array in memory.
+    k_transposed: K is stored twice (K and K^T, the paper's layout); False stores K once
+        and the scoring pass reads r strided columns, each element costing a whole sector.
+    sector_bytes: smallest memory transaction (32 B on NVIDIA GPUs).
+    score_launches, select_launches, attend_launches: kernels per phase.
+    """
+
+    scores_in_memory: bool = True
+    select_passes: float = 1.0
+    k_transposed: bool = True
+    sector_bytes: int = 32
+    score_launches: int = 1
+    select_launches: int = 1
+    attend_launches: int = 2  # split-k attention + log-sum-exp merge
+
+
+@dataclass(frozen=True)
+class DenseImpl:
+    launches: int = 2  # split-KV attention + log-sum-exp merge
+
+
+def _pairs(w: Workload):
+    return np.asarray(w.batch, dtype=np.float64) * w.n_kv_heads
+
+
+def append_cost(w: Workload, method: str = "sparq", impl: SparqImpl = SparqImpl()) -> PhaseCost:
+    """Write the new key and value; SparQ also writes the key into K^T and updates v_bar."""
+    n, d, e, a = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes
+    reads = {"new_kv": n * 2 * d * a}
+    writes = {"k_row": n * d * e, "v_row": n * d * e}
+    if method == "sparq":
+        if impl.k_transposed:
+            # one element into each of d_h rows of K^T: each is a partial sector write
+            writes["kt_column"] = n * d * np.maximum(e, impl.sector_bytes)
+        reads["v_bar"] = n * d * STAT_BYTES
+        writes["v_bar"] = n * d * STAT_BYTES
+    return PhaseCost(P.APPEND, reads, writes, flops=n * d * 3.0 if method == "sparq" else 0.0)
+
+
+def dense_attention_cost(w: Workload, impl: DenseImpl = DenseImpl()) -> PhaseCost:
+    n, d, e, a, g, S = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes, w.group_size, np.asarray(w.seq_len, np.float64)
+    reads = {"K": n * S * d * e, "V": n * S * d * e, "q": n * g * d * a}
+    writes = {"out": n * g * d * a}
+    flops = n * g * S * (4.0 * d + SOFTMAX_FLOPS_PER_SCORE)
+    return PhaseCost(P.DENSE_ATTENTION, reads, writes, flops, impl.launches)
+
+
+def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
+    """Steps 1-3 (and the group sum of step 5): top-r of |q|, scores from r rows of K^T."""
+    n, d, e, a, g = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes, w.group_size
+    S, r = np.asarray(w.seq_len, np.float64), np.asarray(w.r, np.float64)
+    if impl.k_transposed:
+        k_bytes = n * S * r * e
+    else:  # r scattered elements of each S-major row, a sector each, at most the whole row
+        k_bytes = n * S * np.minimum(r * impl.sector_bytes, d * e)
+    reads = {"q": n * g * d * a, "K_r_columns": k_bytes}
+    writes = {"softmax_stats": n * g * 2 * STAT_BYTES}
+    if impl.scores_in_memory:
+        writes["scores"] = n * S * STAT_BYTES
+    flops = n * g * S * (2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + n * S * g
+    return PhaseCost(P.SPARQ_SCORE, reads, writes, flops, impl.score_launches)
+
+
+def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
+    """Step 5: the k largest group-summed scores (l most recent forced in)."""
+    n, S, k = _pairs(w), np.asarray(w.seq_len, np.float64), np.asarray(w.k, np.float64)
+    reads = {"scores": n * S * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
+    writes = {"indices": n * k * INDEX_BYTES}
+    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=impl.select_launches)
+
+
+def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
+    """Steps 6-8: gather k rows of K and V, exact attention, alpha and v_bar mixing."""
+    n, d, e, a, g = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes, w.group_size
+    k, r = np.asarray(w.k, np.float64), np.asarray(w.r, np.float64)
+    reads = {
+        "indices": n * k * INDEX_BYTES,
+        "K_rows": n * k * d * e,
+        "V_rows": n * k * d * e,
+        "q": n * g * d * a,
+        "softmax_stats": n * g * 2 * STAT_BYTES,
+        "v_bar": n * d * STAT_BYTES,
+    }
+    writes = {"out": n * g * d * a}
+    flops = n * g * (k * (4.0 * d + 2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + 3.0 * d)
+    return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, impl.attend_launches)
+
+
+def attention_costs(method: str, w: Workload, impl=None) -> dict[str, PhaseCost]:
+    """Phase name -> cost, for one layer and the whole batch, append included."""
+    if method == "dense":
+        impl = impl or DenseImpl()
+        return {P.APPEND: append_cost(w, "dense"), P.DENSE_ATTENTION: dense_attention_cost(w, impl)}
+    if method == "sparq":
+        impl = impl or SparqImpl()
+        return {
+            P.APPEND: append_cost(w, "sparq", impl),
+            P.SPARQ_SCORE: sparq_score_cost(w, impl),
+            P.SPARQ_SELECT: sparq_select_cost(w, impl),
+            P.SPARQ_ATTEND: sparq_attend_cost(w, impl),
+        }
+    raise ValueError(f"no attention cost for method {method!r}")
