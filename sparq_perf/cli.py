@@ -52,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 2 if weights + KV do not fit in the device memory (default: predict anyway, with a warning)")
     _add_output_flags(p)
 
+    p = sub.add_parser("measure", help="time the Triton kernels on the local GPU beside their predictions; calibrate",
+                       description="Needs a CUDA GPU, torch and triton. Writes rows.csv, metadata.json and "
+                                   "calibration.yaml under --out.")
+    p.add_argument("--sweep", help="sweep YAML (default: the built-in default sweep)")
+    p.add_argument("--out", default="reports/measured", help="output folder (default reports/measured)")
+    p.add_argument("--resume", action="store_true", help="keep finished rows in --out and run only the rest")
+    p.add_argument("--quick", action="store_true", help="a few points only, for a smoke test")
+    p.add_argument("--commit", default=None, help="git commit to record (default: asked of git)")
+
+    p = sub.add_parser("report", help="write the interactive, self-contained HTML report")
+    p.add_argument("--measurements", action="append", default=[],
+                   help="folder written by `measure` (repeatable; default: every reports/*/rows.csv)")
+    p.add_argument("--out", default="reports/index.html", help="HTML file to write (default reports/index.html)")
+
     p = sub.add_parser("profiles", help="list hardware profiles with their key figures")
     _add_output_flags(p)
     p = sub.add_parser("models", help="list model architectures")
@@ -138,7 +152,20 @@ def _print_records(recs, as_json: bool) -> None:
     w.writerows(recs)
 
 
-COMMANDS = {"predict": cmd_predict, "profiles": cmd_profiles, "models": cmd_models}
+def cmd_measure(args) -> int:
+    from .measure.run import main as measure_main
+
+    return measure_main(args)
+
+
+def cmd_report(args) -> int:
+    from .report.build import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS = {"predict": cmd_predict, "measure": cmd_measure, "report": cmd_report, "profiles": cmd_profiles,
+            "models": cmd_models}
 
 
 def main(argv=None) -> int:
