@@ -1,0 +1,108 @@
+"""Shared pieces: grid sizing and the log-sum-exp merge of split partial softmaxes."""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+# The Triton interpreter (CPU) computes tl.dot on bfloat16 operands wrongly (seen with
+# triton 3.9); there, dots run on operands upcast to fp32, which rounds nothing away.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def dot(a, b, UPCAST: tl.constexpr):
+    """tl.dot with fp32 accumulation; UPCAST runs it on fp32 operands (the interpreter)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    else:
+        return tl.dot(a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_index=0) -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device_index).multi_processor_count
+    return 8  # the interpreter runs programs one after another: keep grids small
+
+
+def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0) -> int:
+    """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times.
+
+    Depends on the row count and on length only through its blocks, so the grid changes
+    rarely as S grows (and the kernels never recompile for S).
+    """
+    want = max(1, int(waves * num_sms() + n_rows - 1) // n_rows)
+    return max(1, min(want, triton.cdiv(length, block)))
+
+
+def chunk_for(length: int, n_splits: int, block: int) -> int:
+    """Positions per split, a multiple of the block."""
+    return triton.cdiv(triton.cdiv(length, n_splits), block) * block
+
+
+def pow2_bucket(n: int) -> int:
+    return max(1, triton.next_power_of_2(int(n)))
+
+
+@triton.jit
+def merge_kernel(
+    O_PART, M_PART, L_PART, A_PART, VBAR, OUT, n_splits,
+    sOb, sOh, sVb, sVh, sYb, sYh,
+    HQ, G,
+    D: tl.constexpr, DP: tl.constexpr,
+    SP: tl.constexpr,  # splits rounded up to a power of two (bucketed: no per-token recompilation)
+    MIX: tl.constexpr,  # SparQ step 8: y = alpha*y + (1 - alpha)*v_bar
+):
+    """One program per (sequence, query head): merge the split partials.
+
+    Partials, per split: o (fp32 [D], unnormalised), m (running max, log2 domain), l (sum);
+    for SparQ also a (partial alpha). Reads n_splits*(D+3)*4 bytes, writes D*e.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // HQ
+    hq = pid % HQ
+    offs_s = tl.arange(0, SP)
+    offs_d = tl.arange(0, DP)
+    sm = offs_s < n_splits
+    dm = offs_d < D
+    base = pid * n_splits
+    m = tl.load(M_PART + base + offs_s, mask=sm, other=-float("inf"))
+    l = tl.load(L_PART + base + offs_s, mask=sm, other=0.0)
+    o = tl.load(O_PART + (base + offs_s)[:, None] * D + offs_d[None, :], mask=sm[:, None] & dm[None, :], other=0.0)
+    m_max = tl.max(m, 0)
+    w = tl.where(sm & (m > -float("inf")), tl.exp2(m - m_max), 0.0)
+    y = tl.sum(w[:, None] * o, 0) / tl.sum(w * l, 0)
+    if MIX:
+        alpha = tl.sum(tl.load(A_PART + base + offs_s, mask=sm, other=0.0), 0)
+        vb = tl.load(VBAR + b * sVb + (hq // G) * sVh + offs_d, mask=dm, other=0.0)
+        y = alpha * y + (1.0 - alpha) * vb
+    tl.store(OUT + b * sYb + hq * sYh + offs_d, y.to(OUT.dtype.element_ty), mask=dm)
+
+
+def launch_merge(o_part, m_part, l_part, a_part, v_bar, out, n_splits, mix):
+    B, Hq, d = out.shape
+    Hkv = v_bar.shape[1]
+    merge_kernel[(B * Hq,)](
+        o_part, m_part, l_part, a_part if a_part is not None else m_part, v_bar, out, n_splits,
+        0, 0, v_bar.stride(0), v_bar.stride(1), out.stride(0), out.stride(1),
+        Hq, Hq // Hkv, D=d, DP=triton.next_power_of_2(d), SP=pow2_bucket(n_splits), MIX=mix,
+        num_warps=4,
+    )
+
+
+def check_q(q, cache):
+    B, Hkv, d = cache.batch, cache.n_kv_heads, cache.d_head
+    if q.dim() != 3 or q.shape[0] != B or q.shape[2] != d or q.shape[1] % Hkv:
+        raise ValueError(f"q must be [{B}, g*{Hkv}, {d}], got {tuple(q.shape)}")
+    if q.dtype != cache.dtype:
+        raise ValueError(f"q must be {cache.dtype} like the cache, got {q.dtype}")
+    if q.stride(-1) != 1:
+        raise ValueError("q needs a contiguous last dimension")
+    if cache.length < 1:
+        raise ValueError("the cache is empty")

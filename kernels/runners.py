@@ -1,0 +1,53 @@
+"""Zero-argument callables, one per phase and one per whole step, for timing.
+
+Buffers are allocated once here, so each callable can run alone, repeatedly, and inside
+a CUDA graph. Phase names come from sparq_perf.phases.
+"""
+from __future__ import annotations
+
+import torch
+
+from sparq_perf import phases as P
+
+from .append import write_at
+from .cache import KVCache
+from .dense import DenseWorkspace, dense_attention
+from .sparq import SparqState, sparq_attend, sparq_score, sparq_select
+
+
+def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=0, mix_mean=True,
+                  with_append=True) -> dict:
+    """dict phase name -> callable for 'dense' or 'sparq' on this q and cache (S = cache.length).
+
+    The append runner writes position S (which must be below the capacity) without moving
+    `length`, so the other runners keep seeing the same S.
+    """
+    runners = {}
+    if with_append:
+        if cache.length >= cache.capacity:
+            raise ValueError("the append runner needs capacity > length")
+        B, H, d = cache.batch, cache.n_kv_heads, cache.d_head
+        k_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
+        v_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
+        pos = cache.length
+        runners[P.APPEND] = lambda: write_at(cache, k_new, v_new, pos)
+    if method == "dense":
+        ws = DenseWorkspace(q, cache)
+        runners[P.DENSE_ATTENTION] = lambda: dense_attention(q, cache, ws)
+        runners[P.DENSE_DECODE] = runners[P.DENSE_ATTENTION]
+    elif method == "sparq":
+        st = SparqState(q, cache, r, k, l)
+
+        def decode():
+            sparq_score(q, cache, st)
+            sparq_select(st)
+            return sparq_attend(q, cache, st, mix_mean=mix_mean)
+
+        runners[P.SPARQ_SCORE] = lambda: sparq_score(q, cache, st)
+        runners[P.SPARQ_SELECT] = lambda: sparq_select(st)
+        runners[P.SPARQ_ATTEND] = lambda: sparq_attend(q, cache, st, mix_mean=mix_mean)
+        runners[P.SPARQ_DECODE] = decode
+        runners["state"] = st  # not a callable: the buffers, for checking outputs
+    else:
+        raise ValueError(f"method must be 'dense' or 'sparq', got {method!r}")
+    return runners

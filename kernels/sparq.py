@@ -1,0 +1,366 @@
+"""SparQ decode (Algorithm 1 of SPARQ.md) in three phases: score, select, attend.
+
+sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components of the
+             group-summed |q| itself (a d x d rank count: no launch for it), reads r rows
+             of K^T over its chunk and writes one fp32 ranking score per position:
+             - g == 1: the scaled approximate logit itself (softmax is monotone, so the
+               top-k of logits is the top-k of s_hat), and per chunk its softmax max/sum;
+               one pass over K^T.
+             - g > 1: the group sum of per-head s_hat needs each head's max and sum over
+               all S first: a first launch writes only the per-chunk statistics, a second
+               re-reads the r rows of K^T and writes the group-summed s_hat. Two passes
+               over r rows of K^T.
+             The last l positions get +inf (forced into the top k). Chunk 0 also writes
+             q masked to its top-r components and 1/tau per query head (for alpha).
+sparq_select one program per (sequence, KV head): exact radix select over the fp32 score
+             bits (4 passes of 8 bits, histograms on chip) finds the k-th largest key,
+             then a 5th pass compacts the indices of the k largest, taking exactly k
+             (ties at the threshold by lowest position). Indices unsorted.
+sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
+             the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
+             with the masked q, normalised by the merged chunk statistics: no extra bytes),
+             then the shared log-sum-exp merge applies (1-alpha)*v_bar mixing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_splits_for, pow2_bucket
+from .cache import KVCache
+
+BLOCK_S = 256  # score positions per tile: r rows x 256 positions of K^T (512 B per row)
+BLOCK_K = 32  # gathered rows per tile in attend
+SELECT_BLOCK = 2048  # scores per tile in the selection passes
+
+
+@triton.jit
+def _score_kernel(
+    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART,
+    S, chunk, n_chunks, l_window, r,
+    sQb, sQh, sTb, sTh, sTd, sMb, sMh,
+    HKV,
+    G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
+    RP: tl.constexpr,  # r rounded up to a power of two >= 16 (a tl.dot dimension)
+    BLOCK_S: tl.constexpr,
+    NCP: tl.constexpr,  # chunks rounded up to a power of two (statistics merge, pass 2)
+    PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    chunk_id = tl.program_id(1)
+    b = pid // HKV
+    h = pid % HKV
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, DP)
+    offs_r = tl.arange(0, RP)
+    gm = offs_g < G
+    dm = offs_d < D
+    rm = offs_r < r
+    hq = h * G + offs_g  # query heads of this group
+    q_ptr = Q + b * sQb + hq[:, None] * sQh
+    q = tl.load(q_ptr + offs_d[None, :], mask=gm[:, None] & dm[None, :], other=0.0).to(tl.float32)
+    # Step 1: i1 = top-r of |q| summed over the group. rank_i = #{j beating i}, ties by index.
+    a = tl.sum(tl.abs(q), 0)
+    a = tl.where(dm, a, -1.0)
+    beats = (a[None, :] > a[:, None]) | ((a[None, :] == a[:, None]) & (offs_d[None, :] < offs_d[:, None]))
+    rank = tl.sum(beats.to(tl.int32), 1)  # [DP]
+    i1 = tl.sum(tl.where(rank[None, :] == offs_r[:, None], offs_d[None, :], 0), 1)  # slot -> component
+    q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP]
+    # Step 2: tau = sqrt(d * |q[i1]|_1 / |q|_1), per query head.
+    l1_all = tl.sum(tl.abs(q), 1)
+    l1_sel = tl.sum(tl.abs(q_sel.to(tl.float32)), 1)
+    inv_tau = tl.where(gm, tl.sqrt(tl.where(gm, l1_all, 1.0) / (D * tl.where(gm, l1_sel, 1.0))), 0.0)
+    if PASS != 2:
+        if chunk_id == 0:
+            sel = rank < r
+            tl.store(QM + (b * HKV * G + hq)[:, None] * D + offs_d[None, :],
+                     tl.where(sel[None, :], q, 0.0).to(QM.dtype.element_ty), mask=gm[:, None] & dm[None, :])
+            tl.store(INV_TAU + b * HKV * G + hq, inv_tau, mask=gm)
+    scale = inv_tau * 1.4426950408889634  # log2 domain
+    stat_row = (b * HKV * G + hq) * n_chunks  # [GP]
+    if PASS == 2:
+        offs_c = tl.arange(0, NCP)
+        cm = gm[:, None] & (offs_c[None, :] < n_chunks)
+        mc = tl.load(M_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=-float("inf"))
+        lc = tl.load(L_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=0.0)
+        m_tot = tl.max(mc, 1)
+        m_tot = tl.where(gm, m_tot, 0.0)
+        l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
+        inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
+    kt_base = KT + b * sTb + h * sTh + i1[:, None].to(tl.int64) * sTd  # [RP, 1]
+    start = chunk_id * chunk
+    end = tl.minimum(start + chunk, S)
+    m_i = tl.full([GP], -float("inf"), tl.float32)
+    l_i = tl.zeros([GP], tl.float32)
+    offs_s = tl.arange(0, BLOCK_S)
+    for n0 in range(start, end, BLOCK_S):
+        pos = n0 + offs_s
+        nm = pos < end
+        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & nm[None, :], other=0.0)  # [RP, BLOCK_S]
+        z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
+        forced = pos >= S - l_window  # step 4
+        if PASS != 2:
+            zm = tl.where(nm[None, :], z, -float("inf"))
+            m_new = tl.maximum(m_i, tl.max(zm, 1))
+            l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(zm - m_new[:, None]), 1)
+            m_i = m_new
+        if PASS == 0:
+            score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)  # the one head's logit
+            score = tl.where(forced, float("inf"), score)
+            tl.store(SCORES + pid * S + pos, score, mask=nm)
+        if PASS == 2:
+            s_hat = tl.exp2(z - m_tot[:, None]) * inv_l[:, None]
+            score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
+            score = tl.where(forced, float("inf"), score)
+            tl.store(SCORES + pid * S + pos, score, mask=nm)
+    if PASS != 2:
+        tl.store(M_PART + stat_row + chunk_id, m_i, mask=gm)
+        tl.store(L_PART + stat_row + chunk_id, l_i, mask=gm)
+
+
+@triton.jit
+def _order_key(x):
+    """fp32 -> uint32 whose unsigned order is the float order (+inf largest)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)
+
+
+@triton.jit
+def _select_kernel(
+    SCORES, IDX, S, k,
+    BLOCK: tl.constexpr,
+):
+    """Exact top-k of one row of S fp32 scores: 4 radix passes of 8 bits, then compaction.
+
+    Reads the row 5 times (4*S bytes each, from L2 when it was just written), writes
+    k int32 indices.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    src = SCORES + row * S
+    offs = tl.arange(0, BLOCK)
+    bins = tl.arange(0, 256)
+    prefix = tl.zeros([], tl.uint32)
+    kr = k  # how many of the k are still to be found below the current prefix
+    for p in tl.static_range(4):
+        shift: tl.constexpr = 24 - 8 * p
+        hi_mask: tl.constexpr = (0xFFFFFFFF << (32 - 8 * p)) & 0xFFFFFFFF
+        hist = tl.zeros([256], tl.int32)
+        n_out = 0
+        for n0 in range(0, S, BLOCK):
+            pos = n0 + offs
+            valid = pos < S
+            key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
+            match = valid & ((key & hi_mask) == prefix)
+            digit = tl.where(match, (key >> shift) & 0xFF, 0).to(tl.int32)
+            hist += tl.histogram(digit, 256)
+            n_out += tl.sum((~match).to(tl.int32), 0)
+        hist = hist - tl.where(bins == 0, n_out, 0)  # non-matching were counted in bin 0
+        at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # count with digit >= bin
+        d_star = tl.max(tl.where(at_or_above >= kr, bins, 0), 0)
+        kr = kr - tl.sum(tl.where(bins > d_star, hist, 0), 0)
+        prefix = prefix | (d_star.to(tl.uint32) << shift)
+    # prefix is the k-th largest key: take every key above it and the first kr equal to it.
+    n_gt = 0
+    n_eq = 0
+    base_eq = k - kr
+    dst = IDX + row * k
+    for n0 in range(0, S, BLOCK):
+        pos = n0 + offs
+        valid = pos < S
+        key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
+        gt = valid & (key > prefix)
+        eq = valid & (key == prefix)
+        c_gt = tl.cumsum(gt.to(tl.int32), 0)
+        c_eq = tl.cumsum(eq.to(tl.int32), 0)
+        tl.store(dst + n_gt + c_gt - 1, pos, mask=gt)
+        take_eq = eq & (n_eq + c_eq <= kr)
+        tl.store(dst + base_eq + n_eq + c_eq - 1, pos, mask=take_eq)
+        n_gt += tl.sum(gt.to(tl.int32), 0)
+        n_eq += tl.sum(eq.to(tl.int32), 0)
+
+
+@triton.jit
+def _attend_kernel(
+    Q, QM, INV_TAU, K, V, IDX, M_STAT, L_STAT, O_PART, M_PART, L_PART, A_PART,
+    k, chunk, n_splits, n_chunks, qk_scale,
+    sQb, sQh, sKb, sKh, sKs, sVb, sVh, sVs,
+    HKV,
+    G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    NCP: tl.constexpr,
+    MIX: tl.constexpr,  # compute alpha (step 6) for the v_bar mixing
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    b = pid // HKV
+    h = pid % HKV
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, DP)
+    offs_j = tl.arange(0, BLOCK_K)
+    gm = offs_g < G
+    dm = offs_d < D
+    hq = b * HKV * G + h * G + offs_g  # flat query-head rows
+    qmask = gm[:, None] & dm[None, :]
+    q = tl.load(Q + b * sQb + (h * G + offs_g)[:, None] * sQh + offs_d[None, :], mask=qmask, other=0.0)
+    if MIX:
+        qm = tl.load(QM + hq[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+        a_scale = tl.load(INV_TAU + hq, mask=gm, other=0.0) * 1.4426950408889634
+        offs_c = tl.arange(0, NCP)
+        cm = gm[:, None] & (offs_c[None, :] < n_chunks)
+        mc = tl.load(M_STAT + hq[:, None] * n_chunks + offs_c[None, :], mask=cm, other=-float("inf"))
+        lc = tl.load(L_STAT + hq[:, None] * n_chunks + offs_c[None, :], mask=cm, other=0.0)
+        m_tot = tl.where(gm, tl.max(mc, 1), 0.0)
+        l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
+        inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
+        a_acc = tl.zeros([GP], tl.float32)
+    k_base = K + b * sKb + h * sKh
+    v_base = V + b * sVb + h * sVh
+    idx_base = IDX + pid * k
+    start = split * chunk
+    end = tl.minimum(start + chunk, k)
+    m_i = tl.full([GP], -float("inf"), tl.float32)
+    l_i = tl.zeros([GP], tl.float32)
+    acc = tl.zeros([GP, DP], tl.float32)
+    for j0 in range(start, end, BLOCK_K):
+        j = j0 + offs_j
+        jm = j < end
+        pos = tl.load(idx_base + j, mask=jm, other=0).to(tl.int64)
+        kv_mask = jm[:, None] & dm[None, :]
+        kk = tl.load(k_base + pos[:, None] * sKs + offs_d[None, :], mask=kv_mask, other=0.0)  # [BLOCK_K, DP]
+        s = dot(q, tl.trans(kk), UPCAST) * qk_scale  # step 7, log2 domain
+        s = tl.where(jm[None, :], s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        corr = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * corr + tl.sum(p, 1)
+        vv = tl.load(v_base + pos[:, None] * sVs + offs_d[None, :], mask=kv_mask, other=0.0)
+        acc = acc * corr[:, None] + dot(p.to(vv.dtype), vv, UPCAST)
+        m_i = m_new
+        if MIX:  # step 6: alpha = sum of s_hat over the chosen rows, from the same K rows
+            za = dot(qm, tl.trans(kk), UPCAST) * a_scale[:, None]
+            s_hat = tl.exp2(za - m_tot[:, None]) * inv_l[:, None]
+            a_acc += tl.sum(tl.where(jm[None, :], s_hat, 0.0), 1)
+    row = hq * n_splits + split
+    tl.store(M_PART + row, m_i, mask=gm)
+    tl.store(L_PART + row, l_i, mask=gm)
+    tl.store(O_PART + row[:, None] * D + offs_d[None, :], acc, mask=qmask)
+    if MIX:
+        tl.store(A_PART + row, a_acc, mask=gm)
+
+
+class SparqState:
+    """Buffers of one SparQ step for a (q shape, cache, S, r, k): reusable, CUDA-graph safe."""
+
+    def __init__(self, q, cache: KVCache, r: int, k: int, l: int = 0):
+        B, Hq, d = q.shape
+        Hkv = cache.n_kv_heads
+        S = cache.length
+        if not 1 <= r <= d:
+            raise ValueError(f"r must be in [1, d_head={d}], got {r}")
+        if not 1 <= k <= S:
+            raise ValueError(f"k must be in [1, S={S}], got {k}")
+        if not 0 <= l <= k:
+            raise ValueError(f"l must be in [0, k={k}], got {l}")
+        self.S, self.r, self.k, self.l = S, r, k, l
+        self.G = Hq // Hkv
+        dev = q.device
+        rows = B * Hkv
+        self.n_chunks = n_splits_for(rows, S, BLOCK_S, waves=4.0)
+        self.chunk = chunk_for(S, self.n_chunks, BLOCK_S)
+        self.n_splits = n_splits_for(rows, k, BLOCK_K, waves=4.0)
+        self.chunk_k = chunk_for(k, self.n_splits, BLOCK_K)
+        f32 = torch.float32
+        self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
+        self.qm = torch.empty((B, Hq, d), dtype=q.dtype, device=dev)
+        self.inv_tau = torch.empty((B, Hq), dtype=f32, device=dev)
+        self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
+        self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
+        self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
+        self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
+        self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
+        self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
+        self.a_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
+        self.out = torch.empty_like(q)
+
+    def matches(self, cache, r, k, l):
+        return (self.S, self.r, self.k, self.l) == (cache.length, r, k, l)
+
+
+def _meta(q, cache):
+    Hkv = cache.n_kv_heads
+    G = q.shape[1] // Hkv
+    d = cache.d_head
+    return dict(G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d), UPCAST=INTERPRET)
+
+
+def sparq_score(q, cache: KVCache, state: SparqState, num_warps=4):
+    """Steps 1-5's ranking score: fills state.scores [B, H_kv, S] (fp32) and statistics."""
+    check_q(q, cache)
+    KT = cache.KT
+    Hkv = cache.n_kv_heads
+    meta = _meta(q, cache)
+    grid = (q.shape[0] * Hkv, state.n_chunks)
+    args = (
+        q, KT, state.scores, state.qm, state.inv_tau, state.m_stat, state.l_stat,
+        state.S, state.chunk, state.n_chunks, state.l, state.r,
+        q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
+    )
+    common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=BLOCK_S, NCP=pow2_bucket(state.n_chunks),
+                  num_warps=num_warps, **meta)
+    if state.G == 1:
+        _score_kernel[grid](*args, PASS=0, **common)
+    else:
+        _score_kernel[grid](*args, PASS=1, **common)
+        _score_kernel[grid](*args, PASS=2, **common)
+    return state.scores
+
+
+def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, block=SELECT_BLOCK, num_warps=8):
+    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
+    if scores.dtype != torch.float32 or not scores.is_contiguous():
+        raise ValueError("scores must be contiguous float32")
+    S = scores.shape[-1]
+    if not 1 <= k <= S:
+        raise ValueError(f"k must be in [1, {S}], got {k}")
+    rows = scores.numel() // S
+    if out is None:
+        out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
+    _select_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=num_warps)
+    return out
+
+
+def sparq_select(state: SparqState):
+    """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
+    return topk_indices(state.scores, state.k, out=state.idx)
+
+
+def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=2):
+    """Steps 6-8 over the chosen positions: returns y [B, Hq, d]."""
+    K, V = cache.K, cache.V
+    Hkv = cache.n_kv_heads
+    d = cache.d_head
+    _attend_kernel[(q.shape[0] * Hkv, state.n_splits)](
+        q, state.qm, state.inv_tau, K, V, state.idx, state.m_stat, state.l_stat,
+        state.o_part, state.m_part, state.l_part, state.a_part,
+        state.k, state.chunk_k, state.n_splits, state.n_chunks, LOG2E / math.sqrt(d),
+        q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
+        Hkv, BLOCK_K=BLOCK_K, NCP=pow2_bucket(state.n_chunks), MIX=mix_mean,
+        num_warps=num_warps, num_stages=num_stages, **_meta(q, cache),
+    )
+    launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits, mix=mix_mean)
+    return state.out
+
+
+def sparq_decode(q, cache: KVCache, r=16, k=1024, l=0, mix_mean=True, state: SparqState | None = None):
+    """One SparQ decode step of q [B, Hq, d] over the cache -> [B, Hq, d]."""
+    check_q(q, cache)
+    if state is None or not state.matches(cache, r, k, l):
+        state = SparqState(q, cache, r, k, l)
+    sparq_score(q, cache, state)
+    sparq_select(state)
+    return sparq_attend(q, cache, state, mix_mean=mix_mean)
