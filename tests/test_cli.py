@@ -4,13 +4,16 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "sparq_perf.cli", *args], capture_output=True, text=True, timeout=60)
+    # from a neutral folder, so the installed package (with its data files) is what runs
+    return subprocess.run([sys.executable, "-m", "sparq_perf.cli", *args], capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir())
 
 
 def assert_one_line_error(proc, *needles):

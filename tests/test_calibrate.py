@@ -1,0 +1,49 @@
+"""Calibration recovers known efficiency terms and extrapolates to held-out lengths."""
+import numpy as np
+import pytest
+
+from sparq_perf.calibration import load_calibration
+from sparq_perf.measure.calibrate import calibrate_with_validation, error_stats, fit, held_out_split
+
+
+def _rows(rng, phase, overhead, fraction, bw, noise=0.0):
+    rows = []
+    for S in (4096, 8192, 16384, 32768, 65536, 131072):
+        for B in (1, 8):
+            b = 2 * B * 32 * S * 128 * 2.0
+            t = (overhead + b / (fraction * bw)) * (1 + noise * rng.standard_normal())
+            rows.append({"source": "measured", "status": "ok", "method": "dense", "phase": phase, "seq_len": S,
+                         "batch": B, "bytes_read": b, "bytes_written": 0.0, "time_s": t})
+    return rows
+
+
+def test_fit_recovers_overhead_and_bandwidth_fraction():
+    rng = np.random.default_rng(0)
+    rows = _rows(rng, "dense_attention", 7e-6, 0.93, 3.0e12)
+    cal = fit(rows, "h100-sxm", 3.0e12)
+    f = cal.phases["dense_attention"]
+    assert f.overhead_s == pytest.approx(7e-6, rel=1e-3)
+    assert f.bandwidth_fraction == pytest.approx(0.93, rel=1e-4)
+
+
+def test_held_out_lengths_are_the_longer_ones_and_errors_are_reported(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = _rows(rng, "dense_attention", 5e-6, 0.9, 3.0e12, noise=0.03)
+    train, test, lengths = held_out_split(rows)
+    assert lengths == [32768, 65536, 131072]
+    assert max(r["seq_len"] for r in train) < min(r["seq_len"] for r in test)
+    cal = calibrate_with_validation(rows, "h100-sxm", 3.0e12)
+    errs = cal.info["held_out"]["errors"]["dense_attention"]
+    assert errs["n"] == 6 and errs["median_abs_rel_error"] < 0.08
+    path = tmp_path / "cal.yaml"
+    cal.save(path)
+    back = load_calibration(path)
+    assert back.phases["dense_attention"] == cal.phases["dense_attention"]
+
+
+def test_a_wrong_model_shows_large_errors():
+    rng = np.random.default_rng(2)
+    rows = _rows(rng, "dense_attention", 5e-6, 0.9, 3.0e12)
+    cal = fit(rows, "h100-sxm", 3.0e12)
+    # the same calibration judged on a device with half the copy bandwidth is ~2x off
+    assert error_stats(cal, rows, copy_bandwidth_bytes_per_s=1.5e12)["all"]["median_abs_rel_error"] > 0.5

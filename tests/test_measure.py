@@ -1,0 +1,65 @@
+"""The parts of `measure` that need no GPU: the sweep, profile matching, measured rows beside
+their predicted twins, and the one-line refusal without a GPU."""
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from sparq_perf import phases as P
+from sparq_perf import rows as R
+from sparq_perf.hardware import get_profile
+from sparq_perf.measure.gpu import match_profile
+from sparq_perf.measure.run import point_bytes, twin_rows
+from sparq_perf.measure.sweep import load_sweep
+
+
+def test_measure_without_a_gpu_is_one_line_exit_2():
+    p = subprocess.run([sys.executable, "-m", "sparq_perf.cli", "measure", "--quick"], capture_output=True, text=True,
+                       timeout=120, cwd=tempfile.gettempdir())
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "needs" in p.stderr and "predict" in p.stderr
+
+
+def test_default_sweep_covers_the_issue_grid():
+    name, points = load_sweep(None)
+    assert name == "default"
+    assert {p.batch for p in points} == {1, 8, 64}
+    assert {p.seq_len for p in points} == {4096 * 2**i for i in range(6)}
+    assert {p.n_kv_heads for p in points} == {32, 8}  # MHA and GQA
+    settings = {p.setting for p in points}
+    assert settings == {"c=1/2", "c=1/4", "c=1/8", "r=32,k=128"}
+    eighth = [p for p in points if p.setting == "c=1/8"]
+    assert all(p.r == 16 and p.k == p.seq_len // 16 for p in eighth)
+    assert all(p.k <= p.seq_len and p.r <= p.d_head for p in points)
+
+
+@pytest.mark.parametrize("name, profile", [("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"),
+                                           ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-40GB", "a100-40gb-sxm"),
+                                           ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"), ("NVIDIA L4", "l4"),
+                                           ("NVIDIA L40S", "l40s"), ("Tesla T4", None)])
+def test_gpu_names_map_to_profiles(name, profile):
+    assert match_profile(name) == profile
+
+
+def test_point_memory_by_hand():
+    _, points = load_sweep(None)
+    p = next(p for p in points if p.batch == 64 and p.seq_len == 131072 and p.n_kv_heads == 32)
+    # K, K^T, V in bf16 + fp32 scores: 64*32*131072*(3*128*2 + 4) bytes = 207 GB: skipped on an 80 GB GPU
+    assert point_bytes(p) == 64 * 32 * 131072 * (3 * 128 * 2 + 4)
+
+
+def test_measured_rows_carry_their_predicted_twin():
+    _, points = load_sweep(None)
+    p = next(p for p in points if p.batch == 8 and p.seq_len == 16384 and p.setting == "c=1/8" and p.n_kv_heads == 8)
+    measured = {("sparq", P.SPARQ_SCORE): {"time_s": 20e-6, "time_p20_s": 19e-6, "time_p80_s": 21e-6, "status": "ok"},
+                ("sdpa", P.DENSE_ATTENTION): {"time_s": 100e-6, "time_p20_s": 99e-6, "time_p80_s": 101e-6, "status": "ok"}}
+    rows = twin_rows(p, get_profile("h100-sxm"), measured, {"source": "measured", "device": "h100-sxm"}, 3.0e12)
+    score = next(r for r in rows if r["phase"] == P.SPARQ_SCORE)
+    # r=16 rows of K^T for B*H_kv = 64 pairs at S=16k, bf16: 64*16384*16*2 bytes, plus q
+    assert score["bytes_read"] == 64 * 16384 * 16 * 2 + 8 * 32 * 128 * 2
+    assert score["achieved_bytes_per_s"] == pytest.approx((score["bytes_read"] + score["bytes_written"]) / 20e-6)
+    assert score["rel_error"] == pytest.approx((score["predicted_time_s"] - 20e-6) / 20e-6)
+    sdpa = next(r for r in rows if r["method"] == "sdpa")
+    assert sdpa["bytes_read"] == 2 * 64 * 16384 * 128 * 2 + 8 * 32 * 128 * 2  # dense bytes
+    R.normalise(score)  # the shared schema
