@@ -35,7 +35,8 @@ def sparq_approx_scores(q, K, r):
     Hkv = K.shape[1]
     g = Hq // Hkv
     qg = q.reshape(B, Hkv, g, d)
-    i1 = torch.topk(qg.abs().sum(dim=2), r, dim=-1).indices  # [B, Hkv, r]
+    # Ties in |q| (common in bf16) go to the lowest component index, as in the kernel.
+    i1 = torch.sort(qg.abs().sum(dim=2), dim=-1, descending=True, stable=True).indices[..., :r]  # [B, Hkv, r]
     q_sel = torch.gather(qg, 3, i1[:, :, None, :].expand(B, Hkv, g, r))  # [B, Hkv, g, r]
     K_sel = torch.gather(K, 3, i1[:, :, None, :].expand(B, Hkv, K.shape[2], r))  # [B, Hkv, S, r]
     tau = torch.sqrt(d * q_sel.abs().sum(-1) / qg.abs().sum(-1))  # [B, Hkv, g]

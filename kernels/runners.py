@@ -15,6 +15,12 @@ from .dense import DenseWorkspace, dense_attention
 from .sparq import SparqState, sparq_attend, sparq_score, sparq_select
 
 
+class Runners(dict):
+    """dict phase name -> callable; `.state` holds the method's buffers (for checking outputs)."""
+
+    state = None
+
+
 def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=0, mix_mean=True,
                   with_append=True) -> dict:
     """dict phase name -> callable for 'dense' or 'sparq' on this q and cache (S = cache.length).
@@ -22,7 +28,7 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
     The append runner writes position S (which must be below the capacity) without moving
     `length`, so the other runners keep seeing the same S.
     """
-    runners = {}
+    runners = Runners()
     if with_append:
         if cache.length >= cache.capacity:
             raise ValueError("the append runner needs capacity > length")
@@ -35,6 +41,7 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
         ws = DenseWorkspace(q, cache)
         runners[P.DENSE_ATTENTION] = lambda: dense_attention(q, cache, ws)
         runners[P.DENSE_DECODE] = runners[P.DENSE_ATTENTION]
+        runners.state = ws
     elif method == "sparq":
         st = SparqState(q, cache, r, k, l)
 
@@ -47,7 +54,7 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
         runners[P.SPARQ_SELECT] = lambda: sparq_select(st)
         runners[P.SPARQ_ATTEND] = lambda: sparq_attend(q, cache, st, mix_mean=mix_mean)
         runners[P.SPARQ_DECODE] = decode
-        runners["state"] = st  # not a callable: the buffers, for checking outputs
+        runners.state = st
     else:
         raise ValueError(f"method must be 'dense' or 'sparq', got {method!r}")
     return runners

@@ -1,0 +1,132 @@
+"""Decode kernels against the float64 reference (kernels/reference.py).
+
+On a machine without a GPU the kernels run in the Triton interpreter (set before triton
+is imported); with a GPU, on the GPU. Fresh random data each run; outputs poisoned with
+NaN before each call, so an unwritten element fails.
+
+Tolerance: ||out - ref|| / ||ref|| < 1e-2. The kernels read bf16/fp16 K, V and q exactly,
+accumulate in fp32, but round the softmax probabilities to the KV dtype before the P.V
+product and round the output to the KV dtype: bf16 has an 8-bit mantissa (relative
+rounding 2^-9 ~ 2e-3 per value), which gives ~5e-3 on random data; fp16 ~3e-4 (METHOD.md:
+bf16 operands land between 1e-3 and 1e-2).
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored if set
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from sparq_perf.kernels import KVCache, append, dense_attention, sparq_decode  # noqa: E402
+from sparq_perf.kernels.reference import dense_reference, sparq_approx_scores, sparq_reference, sparq_selection_scores  # noqa: E402
+from sparq_perf.kernels.runners import phase_runners  # noqa: E402
+from sparq_perf.kernels.sparq import SparqState, sparq_attend, sparq_score, sparq_select  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def rel_err(out, ref):
+    assert not torch.isnan(out).any(), "output has unwritten (NaN) elements"
+    out = out.double().cpu()
+    ref = ref.double().cpu()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def make(B, Hq, Hkv, S, d, dtype, spare=3):
+    k = torch.randn(B, Hkv, S, d, dtype=dtype, device=DEV)
+    v = torch.randn(B, Hkv, S, d, dtype=dtype, device=DEV)
+    q = torch.randn(B, Hq, d, dtype=dtype, device=DEV)
+    return q, k, v, KVCache.from_prefill(k, v, capacity=S + spare)
+
+
+def poisoned_state(q, cache, r, k, l):
+    st = SparqState(q, cache, r, k, l)
+    st.out.fill_(float("nan"))
+    st.idx.fill_(-1)
+    st.scores.fill_(float("nan"))
+    return st
+
+
+# (B, Hq, Hkv, S, d, dtype): MHA, g=4, g=8, MQA; each d; S off the block sizes.
+SHAPES = [
+    (2, 2, 2, 300, 64, torch.bfloat16),
+    (1, 8, 2, 333, 128, torch.bfloat16),
+    (1, 8, 1, 130, 80, torch.float16),
+    (2, 8, 1, 97, 256, torch.bfloat16),
+    (1, 16, 2, 200, 128, torch.float16),
+]
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", SHAPES)
+def test_dense_matches_reference(B, Hq, Hkv, S, d, dtype):
+    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
+    runners = phase_runners("dense", q, cache)
+    runners.state.out.fill_(float("nan"))
+    out = runners["dense_attention"]()
+    ref = dense_reference(q.double(), k.double(), v.double())
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", SHAPES)
+@pytest.mark.parametrize("mix_mean", [True, False])
+def test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, mix_mean):
+    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
+    r, kk, l = min(16, d // 4), S // 6, 4
+    st = poisoned_state(q, cache, r, kk, l)
+    out = sparq_decode(q, cache, r=r, k=kk, l=l, mix_mean=mix_mean, state=st)
+    qd, kd, vd = q.double(), k.double(), v.double()
+    # Arithmetic: the reference of Algorithm 1 on the kernel's chosen positions.
+    ref, _ = sparq_reference(qd, kd, vd, cache.v_bar.double(), r, kk, l, mix_mean, i2=st.idx)
+    assert rel_err(out, ref) < TOL[dtype]
+    # Choice: the l newest are in, and the chosen set covers as much float64 score as the
+    # exact top-k up to near-ties (the kernel ranks fp32 scores from bf16 products).
+    idx = st.idx.long().cpu()
+    assert ((idx >= 0) & (idx < S)).all()
+    assert all(len(set(row.tolist())) == kk for row in idx.reshape(-1, kk))
+    newest = torch.arange(S - l, S)
+    assert all(set(newest.tolist()) <= set(row.tolist()) for row in idx.reshape(-1, kk))
+    s_hat, _ = sparq_approx_scores(qd, kd, r)
+    score = sparq_selection_scores(s_hat, Hkv, 0).cpu()
+    score[..., S - l:] = 0  # forced in either way: compare the kk - l free choices
+    best = torch.topk(score, kk - l, dim=-1).values.sum(-1)
+    got = torch.gather(score, 2, idx).sum(-1)
+    assert (got >= best - 1e-3 * best.abs().clamp_min(1e-3)).all()
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1], SHAPES[2]])
+def test_sparq_full_r_and_k_is_dense(B, Hq, Hkv, S, d, dtype):
+    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
+    st = poisoned_state(q, cache, d, S, 0)
+    out = sparq_decode(q, cache, r=d, k=S, l=0, mix_mean=True, state=st)  # alpha = 1
+    ref = dense_reference(q.double(), k.double(), v.double())
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+def test_phases_run_alone_and_repeat():
+    q, k, v, cache = make(1, 8, 2, 257, 64, torch.bfloat16)
+    runners = phase_runners("sparq", q, cache, r=8, k=40, l=2)
+    assert {"append", "sparq_score", "sparq_select", "sparq_attend", "sparq_decode"} <= set(runners)
+    first = runners["sparq_decode"]().clone()
+    for name in ("sparq_score", "sparq_select", "sparq_attend"):
+        runners[name]()
+    assert torch.equal(runners["sparq_attend"](), first)  # deterministic, no state left behind
+    runners["append"]()
+    assert cache.length == 257
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_append_writes_both_layouts_and_mean(dtype):
+    B, H, S, d = 2, 3, 50, 80
+    _, k, v, cache = make(B, H, H, S, d, dtype, spare=4)
+    k_new = torch.randn(B, H, d, dtype=dtype, device=DEV)
+    v_new = torch.randn(B, H, d, dtype=dtype, device=DEV)
+    append(cache, k_new, v_new)
+    assert cache.length == S + 1
+    assert torch.equal(cache.K[:, :, S], k_new)
+    assert torch.equal(cache.KT[:, :, :, S], k_new)
+    assert torch.equal(cache.V[:, :, S], v_new)
+    all_v = torch.cat([v, v_new[:, :, None]], dim=2).double()
+    assert torch.allclose(cache.v_bar.double(), all_v.mean(2), rtol=0, atol=1e-5)  # fp32 running mean

@@ -1,0 +1,54 @@
+"""Exact top-k selection (kernels/sparq.py topk_indices) against torch.topk.
+
+The kernel ranks fp32 scores by their bits, so on the same scores it must return the
+same set of values as torch.topk, exactly; where values tie at the k-th largest, which
+positions are taken may differ, so sets are compared by their sorted values.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored if set
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from sparq_perf.kernels import topk_indices  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check(scores, k):
+    out = torch.full((*scores.shape[:-1], k), -1, dtype=torch.int32, device=DEV)
+    topk_indices(scores, k, out=out)
+    idx = out.long()
+    S = scores.shape[-1]
+    assert ((idx >= 0) & (idx < S)).all(), "unwritten or out-of-range index"
+    for row in idx.reshape(-1, k).cpu():
+        assert len(set(row.tolist())) == k, "an index was taken twice"
+    got = torch.gather(scores, -1, idx).sort(-1).values
+    want = torch.topk(scores, k, dim=-1).values.sort(-1).values
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("rows,S,k", [(3, 1000, 1), (2, 4097, 300), (4, 333, 333), (1, 5000, 4999)])
+def test_random_scores(rows, S, k):
+    check(torch.randn(rows, S, device=DEV) * 3, k)
+
+
+def test_negative_and_mixed_sign():
+    s = -torch.rand(2, 777, device=DEV)  # all negative: the bit order flips
+    check(s, 50)
+    check(torch.randn(2, 777, device=DEV) * 1e-30, 100)  # tiny magnitudes, denormals
+
+
+def test_ties_and_infinities():
+    s = torch.randint(0, 7, (3, 2100), device=DEV).float()  # many equal values at the threshold
+    s[:, -5:] = float("inf")  # forced positions (SparQ's local window)
+    check(s, 100)
+    check(s, 1000)
+
+
+def test_softmax_like_scores():
+    s = torch.softmax(torch.randn(2, 3000, device=DEV) * 4, dim=-1)
+    check(s, 187)
