@@ -12,7 +12,9 @@ bf16 operands land between 1e-3 and 1e-2).
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored if set
+# Before triton is imported. On a GPU machine run with TRITON_INTERPRET=0 to test the
+# compiled kernels on the GPU (setdefault leaves an explicit setting alone).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
@@ -24,7 +26,8 @@ from sparq_perf.kernels.reference import dense_reference, sparq_approx_scores, s
 from sparq_perf.kernels.runners import phase_runners  # noqa: E402
 from sparq_perf.kernels.sparq import SparqState, sparq_attend, sparq_score, sparq_select  # noqa: E402
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
+DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 

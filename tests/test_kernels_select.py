@@ -6,7 +6,9 @@ positions are taken may differ, so sets are compared by their sorted values.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; ignored if set
+# Before triton is imported. On a GPU machine run with TRITON_INTERPRET=0 to test the
+# compiled kernels on the GPU (setdefault leaves an explicit setting alone).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
@@ -15,7 +17,8 @@ pytest.importorskip("triton")
 
 from sparq_perf.kernels import topk_indices  # noqa: E402
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
+DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
 def check(scores, k):

@@ -1,0 +1,134 @@
+"""Measure one workload point on the GPU: check every kernel's output, then time each phase.
+
+Returns plain dicts (one per method and phase). Times are seconds per call (median and
+20th/80th percentiles, CUDA-graph replay, input sets rotated for a cold L2). Outputs are
+checked against the float64 reference on batch element 0 before anything is timed.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import phases as P
+from .timing import sets_for_cold_l2, time_calls
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+CHECK_TOL = 1e-2  # bf16/fp16 operands, fp32 accumulation (METHOD.md: 1e-3..1e-2)
+
+
+def _rel_err(out, ref):
+    out, ref = out.double(), ref.double()
+    if torch.isnan(out).any():
+        return float("nan")
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def _random_cache(B, Hkv, S, d, dtype, gen):
+    from sparq_perf.kernels import KVCache
+
+    cache = KVCache.empty(B, Hkv, S + 1, d, dtype=dtype, device="cuda")  # room for one append
+    K = cache.K[:, :, :S]
+    K.normal_(generator=gen)
+    cache.KT[:, :, :, :S].copy_(K.transpose(2, 3))
+    cache.V[:, :, :S].normal_(generator=gen)
+    cache.v_bar.copy_(cache.V[:, :, :S].mean(dim=2, dtype=torch.float32))
+    cache.length = S
+    return cache
+
+
+def _sdpa(q, cache):
+    import torch.nn.functional as F
+
+    S = cache.length
+    q4 = q[:, :, None, :]
+    K, V = cache.K[:, :, :S], cache.V[:, :, :S]
+    gqa = q.shape[1] != cache.n_kv_heads
+    kwargs = {"enable_gqa": True} if gqa else {}
+    return lambda: F.scaled_dot_product_attention(q4, K, V, **kwargs)
+
+
+def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((16, None),), l=0, mix_mean=True,
+                  dtype="bfloat16", use_graph=True, max_sets=8, seed=0, with_topk=True):
+    """Rows for SDPA, our dense and our SparQ at each (r, k) in sparq_settings (k None: S/16).
+
+    Raises RuntimeError if a kernel's output is off the float64 reference by more than
+    CHECK_TOL, or the selection differs from torch.topk's.
+    """
+    from sparq_perf.kernels.reference import dense_reference, sparq_reference
+    from sparq_perf.kernels.runners import phase_runners
+
+    B, S, Hq, Hkv, d = batch, seq_len, n_heads, n_kv_heads, d_head
+    dt = DTYPES[dtype]
+    e = torch.finfo(dt).bits // 8
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    working_set = 3 * B * Hkv * S * d * e  # K, K^T, V
+    free, _ = torch.cuda.mem_get_info()
+    n_sets = min(sets_for_cold_l2(working_set, max_sets), max(1, int(0.5 * free // working_set)))
+    caches = [_random_cache(B, Hkv, S, d, dt, gen) for _ in range(n_sets)]
+    qs = [torch.randn(B, Hq, d, dtype=dt, device="cuda", generator=gen) for _ in range(n_sets)]
+    base = dict(batch=B, seq_len=S, n_heads=Hq, n_kv_heads=Hkv, d_head=d, dtype=dtype, l=l, mix_mean=mix_mean)
+    rows = []
+
+    def add(method, phase, fns, r=None, k=None, check=None):
+        t = time_calls(fns, use_graph=use_graph)
+        rows.append({**base, "method": method, "phase": phase, "r": r, "k": k, **t, "check_rel_err": check})
+
+    # reference on batch element 0 of set 0, float64
+    K0 = caches[0].K[0:1, :, :S].double()
+    V0 = caches[0].V[0:1, :, :S].double()
+    q0 = qs[0][0:1].double()
+    dense_ref = dense_reference(q0, K0, V0)
+
+    sdpa = [_sdpa(q, c) for q, c in zip(qs, caches)]
+    err = _rel_err(sdpa[0]()[0:1, :, 0], dense_ref)
+    add("sdpa", P.DENSE_DECODE, sdpa, check=err)
+
+    dense = [phase_runners("dense", q, c) for q, c in zip(qs, caches)]
+    dense[0].state.out.fill_(float("nan"))
+    err = _rel_err(dense[0][P.DENSE_ATTENTION]()[0:1], dense_ref)
+    if not err < CHECK_TOL:
+        raise RuntimeError(f"dense_attention off the reference: {err:.3g} at {base}")
+    add("dense", P.APPEND, [x[P.APPEND] for x in dense])
+    add("dense", P.DENSE_DECODE, [x[P.DENSE_DECODE] for x in dense], check=err)
+    del dense
+
+    for r, k in sparq_settings:
+        k = k or S // 16
+        sp = [phase_runners("sparq", q, c, r=r, k=k, l=l, mix_mean=mix_mean) for q, c in zip(qs, caches)]
+        st = sp[0].state
+        st.out.fill_(float("nan"))
+        out = sp[0][P.SPARQ_DECODE]()
+        ref, _ = sparq_reference(q0, K0, V0, caches[0].v_bar[0:1].double(), r, k, l, mix_mean, i2=st.idx[0:1])
+        err = _rel_err(out[0:1], ref)
+        want = torch.topk(st.scores, k, dim=-1).values.sort(-1).values
+        got = torch.gather(st.scores, 2, st.idx.long()).sort(-1).values
+        if not err < CHECK_TOL or not torch.equal(want, got):
+            raise RuntimeError(f"sparq off the reference ({err:.3g}) or selection != topk at {base}, r={r}, k={k}")
+        for phase in (P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
+            add("sparq", phase, [x[phase] for x in sp], r=r, k=k)
+        add("sparq", P.SPARQ_DECODE, [x[P.SPARQ_DECODE] for x in sp], r=r, k=k, check=err)
+        if with_topk:
+            add("torch_topk", P.SPARQ_SELECT,
+                [(lambda s=x.state.scores: torch.topk(s, k, dim=-1, sorted=False)) for x in sp], r=r, k=k)
+        del sp
+    del caches
+    torch.cuda.empty_cache()
+    return rows
+
+
+def measure_selection(rows, seq_len, k, max_sets=8, seed=0):
+    """Our exact top-k against torch.topk on the same fp32 scores [rows, S] (unsorted)."""
+    from sparq_perf.kernels import topk_indices
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    n_sets = sets_for_cold_l2(rows * seq_len * 4, max_sets)
+    scores = [torch.randn(rows, seq_len, device="cuda", generator=gen) for _ in range(n_sets)]
+    outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in range(n_sets)]
+    topk_indices(scores[0], k, out=outs[0])
+    want = torch.topk(scores[0], k, dim=-1).values.sort(-1).values
+    got = torch.gather(scores[0], 1, outs[0].long()).sort(-1).values
+    if not torch.equal(want, got):
+        raise RuntimeError(f"selection != torch.topk at rows={rows}, S={seq_len}, k={k}")
+    base = dict(rows=rows, seq_len=seq_len, k=k)
+    ours = time_calls([(lambda s=s, o=o: topk_indices(s, k, out=o)) for s, o in zip(scores, outs)])
+    theirs = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores])
+    return [{**base, "method": "ours", **ours}, {**base, "method": "torch_topk", **theirs}]
