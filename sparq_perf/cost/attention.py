@@ -7,7 +7,7 @@ on numpy-broadcastable values: no kernels, no devices.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -127,4 +127,11 @@ def attention_costs(method: str, w: Workload, impl=None) -> dict[str, PhaseCost]
             P.SPARQ_SELECT: sparq_select_cost(w, impl),
             P.SPARQ_ATTEND: sparq_attend_cost(w, impl),
         }
+    if method == "sparq-1xk":  # the paper's "1xK": K stored once, strided column reads
+        impl = replace(impl or SparqImpl(), k_transposed=False)
+        return attention_costs("sparq", w, impl)
+    from .rivals import COSTS, rival_costs  # rivals build on this module's terms
+
+    if method in COSTS:
+        return rival_costs(method, w, impl)
     raise ValueError(f"no attention cost for method {method!r}")
