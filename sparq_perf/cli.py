@@ -25,31 +25,51 @@ def _add_output_flags(p):
     g.add_argument("--csv", action="store_true", help="print rows as CSV instead of tables")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sparq-perf", description="How much faster SparQ Attention makes decode, predicted and measured.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+COMPARE_DEFAULT = ("sparq", "sparq-1xk", "quest", "double-sparsity", "loki", "h2o", "streaming-llm")
 
-    p = sub.add_parser("predict", help="analytic bytes, FLOPs and time of dense vs SparQ decode (no GPU needed)",
-                       description="Predict each decode operation, dense vs SparQ. Defaults: llama2-7b, batch 1, "
-                                   "S=4k, compression 1/8 (r = d_h/8, k = S/16), l = 0, bf16 weights and KV.")
+
+def _add_workload_flags(p, *, seq_help: str, method_default: str, seq_default: str = "4k"):
     p.add_argument("--gpu", "--device", dest="device", default="h100-sxm",
                    help="hardware profile name or alias, or a profile YAML path (default h100-sxm; see `sparq-perf profiles`)")
     p.add_argument("--model", default="llama2-7b", help="model name or YAML path (default llama2-7b; see `sparq-perf models`)")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together (default 1)")
-    p.add_argument("--seq", default="4k", help="KV length S; k = x1024, M = x1024^2 (default 4k = 4096)")
+    p.add_argument("--seq", default=seq_default, help=seq_help)
     p.add_argument("--compression", default="1/8",
-                   help="target transfer ratio c: r = d_h*c, k = S*c/2 (default 1/8)")
-    p.add_argument("--r", type=int, help="query components (overrides --compression)")
-    p.add_argument("--k", help="positions fetched: a count or a fraction of S such as S/16 (overrides --compression)")
-    p.add_argument("--l", type=int, default=0, help="local window, counted inside k (default 0)")
+                   help="target transfer ratio c: r = d_h*c, k = S*c/2 for SparQ; each method its own rule (default 1/8)")
+    p.add_argument("--method", default=method_default,
+                   help=f"methods, comma-separated (default {method_default}); dense is always the baseline. Known: "
+                        "dense, sparq, sparq-1xk, quest, double-sparsity, loki, h2o, streaming-llm (lm-infinite), flexgen")
+    p.add_argument("--page-size", type=int, default=16, help="Quest page size P (default 16)")
+    p.add_argument("--label-bits", type=int, default=16, choices=[16, 4], help="Double Sparsity label cache bits (default 16)")
     dtypes = ["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
     p.add_argument("--weight-dtype", default="bf16", choices=dtypes, help="weight dtype (default bf16)")
     p.add_argument("--kv-dtype", default="bf16", choices=dtypes, help="KV cache dtype (default bf16)")
     p.add_argument("--calibration", help="calibration YAML written by `sparq-perf measure`")
     p.add_argument("--copy-bandwidth", type=float, metavar="GB/S",
                    help="measured copy bandwidth of the target device in GB/s (scales a calibration to it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparq-perf", description="How much faster SparQ Attention makes decode, predicted and measured.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("predict", help="analytic bytes, FLOPs and time of dense vs SparQ (and rivals) decode (no GPU needed)",
+                       description="Predict each decode operation, dense vs SparQ or other methods. Defaults: llama2-7b, "
+                                   "batch 1, S=4k, compression 1/8 (r = d_h/8, k = S/16), l = 0, bf16 weights and KV.")
+    _add_workload_flags(p, seq_help="KV length S; k = x1024, M = x1024^2 (default 4k = 4096)",
+                        method_default="dense,sparq")
+    p.add_argument("--r", type=int, help="query components (overrides --compression)")
+    p.add_argument("--k", help="positions fetched: a count or a fraction of S such as S/16 (overrides --compression)")
+    p.add_argument("--l", type=int, default=0, help="local window, counted inside k (default 0)")
     p.add_argument("--require-fit", action="store_true",
                    help="exit 2 if weights + KV do not fit in the device memory (default: predict anyway, with a warning)")
+    _add_output_flags(p)
+
+    p = sub.add_parser("compare", help="methods side by side at one target compression (no GPU needed)",
+                       description="Each method at the settings that reach --compression: attention bytes and time, "
+                                   "whole-step speedup over dense, KV memory and the largest batch that fits.")
+    _add_workload_flags(p, seq_help="KV length S, or several separated by commas (default 32k)",
+                        method_default=",".join(COMPARE_DEFAULT), seq_default="32k")
     _add_output_flags(p)
 
     p = sub.add_parser("measure", help="time the Triton kernels on the local GPU beside their predictions; calibrate",
@@ -73,22 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args):
+def _impls(args) -> dict:
+    from .cost.rivals import DoubleSparsityImpl, QuestImpl
+
+    if args.page_size < 1:
+        raise UserError(f"--page-size must be at least 1, got {args.page_size}")
+    return {"quest": QuestImpl(page_size=args.page_size), "double-sparsity": DoubleSparsityImpl(label_bits=args.label_bits)}
+
+
+def _settings(args, seq=None):
     from .calibration import load_calibration
     from .hardware import get_profile
     from .models import get_model
-    from .predict import Settings
+    from .predict import Settings, parse_methods
     from .units import parse_count, parse_fraction
 
-    seq = parse_count(args.seq, "--seq")
+    seq = parse_count(args.seq, "--seq") if seq is None else seq
     if args.copy_bandwidth is not None and not args.copy_bandwidth > 0:
         raise UserError(f"--copy-bandwidth must be positive GB/s, got {args.copy_bandwidth}")
     return Settings(
         model=get_model(args.model), hw=get_profile(args.device), batch=args.batch, seq_len=seq,
-        compression=parse_fraction(args.compression, "--compression"), r=args.r, k=args.k, l=args.l,
-        weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype,
+        compression=parse_fraction(args.compression, "--compression"), r=getattr(args, "r", None),
+        k=getattr(args, "k", None), l=getattr(args, "l", 0),
+        weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype, methods=parse_methods(args.method),
         calibration=load_calibration(args.calibration) if args.calibration else None,
         copy_bandwidth_bytes_per_s=args.copy_bandwidth * 1e9 if args.copy_bandwidth else None,
+        impls=_impls(args),
     )
 
 
@@ -98,16 +128,42 @@ def cmd_predict(args) -> int:
     from .text import fit_message, print_prediction
 
     pred = predict(_settings(args))
-    if args.require_fit and not all(pred.summary[f"{m}.fits"] for m in pred.settings.methods):
+    if args.require_fit and not all(pred.summary[f"{m}.fits"] for m in pred.methods):
         raise UserError(fit_message(pred))
     if args.json:
-        print(json.dumps({**pred.to_dict(), "rows": json.loads(R.to_json(pred.rows))}, indent=1))
+        from .compare import comparison_from
+
+        comparison = comparison_from(pred.evaluation, pred.settings.compression,
+                                     {m: p["reachable"] for m, p in pred.params.items()}, pred.settings.impls)
+        print(json.dumps({**pred.to_dict(), "rows": json.loads(R.to_json(pred.rows)), "comparison": comparison},
+                         indent=1))
     elif args.csv:
         sys.stdout.write(R.to_csv(pred.rows))
     else:
         print_prediction(pred)
-        if not all(pred.summary[f"{m}.fits"] for m in pred.settings.methods):
+        if not all(pred.summary[f"{m}.fits"] for m in pred.methods):
             print(f"warning: {fit_message(pred)}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_rows
+    from .text import print_comparison
+    from .units import parse_count
+
+    seqs = [parse_count(t, "--seq") for t in str(args.seq).split(",") if t.strip()]
+    if not seqs or min(seqs) < 1:
+        raise UserError(f"--seq: give one or more positive lengths, got {args.seq!r}")
+    s = _settings(args, seq=seqs[0])
+    if s.batch < 1:
+        raise UserError(f"batch must be at least 1 (got {s.batch})")
+    rows = compare_rows(s.model, s.hw, seq_len=seqs, batch=s.batch, compression=s.compression, methods=s.methods,
+                        weight_dtype=s.weight_dtype, kv_dtype=s.kv_dtype, calibration=s.calibration,
+                        copy_bandwidth_bytes_per_s=s.copy_bandwidth_bytes_per_s, impls=s.impls)
+    if args.json or args.csv:
+        _print_records(rows, args.json)
+    else:
+        print_comparison(rows)
     return 0
 
 
@@ -164,7 +220,7 @@ def cmd_report(args) -> int:
     return report_main(args)
 
 
-COMMANDS = {"predict": cmd_predict, "measure": cmd_measure, "report": cmd_report, "profiles": cmd_profiles,
+COMMANDS = {"predict": cmd_predict, "compare": cmd_compare, "measure": cmd_measure, "report": cmd_report, "profiles": cmd_profiles,
             "models": cmd_models}
 
 

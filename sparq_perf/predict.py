@@ -1,4 +1,4 @@
-"""Predict: every operation of a decode step, dense and SparQ, on one device.
+"""Predict: every operation of a decode step, dense, SparQ and its rivals, on one device.
 
 `evaluate` is the vectorized core (numpy arrays broadcast over batch, seq_len, r, k, l);
 `predict` resolves a user's settings, checks them, and returns rows (the shared schema)
@@ -6,7 +6,7 @@ and a summary.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,17 +14,48 @@ from . import phases as P
 from .calibration import Calibration
 from .cost import attention as A
 from .cost import paper
+from .cost import rivals
 from .cost.base import PhaseCost, combine
 from .cost.layer import layer_costs, prefill_cost, step_costs
-from .errors import UserError
+from .errors import UserError, closest
 from .estimate import Estimate, estimate
 from .hardware import Hardware
-from .memory import kv_bytes_per_sequence, max_batch, weight_bytes
+from .memory import kv_bytes_per_sequence, kv_terms_per_sequence, max_batch, weight_bytes
 from .models import Model
 from .units import dtype_bytes
 from .workload import Workload, settings_for_compression, validate
 
-METHODS = ("dense", "sparq")
+METHODS = ("dense", "sparq")  # the default pair
+# Every method the model knows, with its attention phases (append excluded).
+METHOD_PHASES = {
+    "dense": P.DENSE_PHASES,
+    "sparq": P.SPARQ_PHASES,
+    "sparq-1xk": P.SPARQ_PHASES,  # the same kernels with K stored once
+    "quest": (P.DENSE_ATTENTION,) + P.QUEST_PHASES,  # dense first layers, Quest on the rest
+    **{m: ph for m, ph in rivals.PHASES.items() if m != "quest"},
+}
+KNOWN_METHODS = tuple(METHOD_PHASES)
+METHOD_ALIASES = {"ds": "double-sparsity", "lm-infinite": "streaming-llm", "streamingllm": "streaming-llm",
+                  "sparq1xk": "sparq-1xk"}
+
+
+def parse_methods(text) -> tuple[str, ...]:
+    """'sparq, quest' -> ('sparq', 'quest'); aliases resolved, order kept, repeats dropped."""
+    names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text)]
+    out = []
+    for name in names:
+        if not name:
+            continue
+        name = METHOD_ALIASES.get(name, name)
+        if name not in METHOD_PHASES:
+            raise UserError(f"unknown method {name!r}{closest(name, list(METHOD_PHASES) + list(METHOD_ALIASES))}; "
+                            f"known: {', '.join(KNOWN_METHODS)} (aliases: "
+                            f"{', '.join(f'{a}={b}' for a, b in METHOD_ALIASES.items())})")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UserError(f"--method: give at least one of {', '.join(KNOWN_METHODS)}")
+    return tuple(out)
 
 
 def compute_dtype(weight_dtype: str) -> str:
@@ -57,24 +88,35 @@ class Evaluation:
     workload: Workload
     methods: dict  # method -> MethodResult
     summary: dict  # name -> array or scalar, SI units
+    params: dict = field(default_factory=dict)  # method -> {'r': ..., 'k': ...} it ran with
 
 
 def attention_phase_names(method: str) -> tuple[str, ...]:
     """The phases of a method's attention step, append excluded."""
-    return P.DENSE_PHASES if method == "dense" else P.SPARQ_PHASES
+    return METHOD_PHASES[method]
 
 
 def evaluate(model: Model, hw: Hardware, *, batch, seq_len, r, k, l=0, weight_dtype="bf16", kv_dtype="bf16",
              methods=METHODS, calibration: Calibration | None = None, copy_bandwidth_bytes_per_s=None,
-             sparq_impl: A.SparqImpl = A.SparqImpl()) -> Evaluation:
+             sparq_impl: A.SparqImpl = A.SparqImpl(), params: dict | None = None,
+             impls: dict | None = None) -> Evaluation:
+    """All operations of a decode step per method. `r` and `k` serve every method unless
+    `params` gives a method its own ({'quest': {'k': 2048}}); `impls` gives a rival its
+    switches (`cost.rivals`); SparQ's come from `sparq_impl`."""
     w_bytes, e = dtype_bytes(weight_dtype), dtype_bytes(kv_dtype)
-    wl = Workload(batch, seq_len, model.n_heads, model.n_kv_heads, model.d_head, r, k, l, e, 2.0)
     cdt = compute_dtype(weight_dtype)
     weights = weight_bytes(model, w_bytes)
     shared_ops = layer_costs(model, batch, w_bytes), step_costs(model, batch, w_bytes)
-    results, summary = {}, {}
+    params, impls = params or {}, impls or {}
+    results, summary, used = {}, {}, {}
     for method in methods:
-        kv_seq = kv_bytes_per_sequence(model, seq_len, e, method, sparq_impl.k_transposed)
+        mr, mk = params.get(method, {}).get("r", r), params.get(method, {}).get("k", k)
+        used[method] = {"r": mr, "k": mk}
+        wl = Workload(batch, seq_len, model.n_heads, model.n_kv_heads, model.d_head, mr, mk, l, e, 2.0)
+        sparq_like = method in ("sparq", "sparq-1xk")
+        impl = sparq_impl if sparq_like else impls.get(method)
+        kv_seq = kv_bytes_per_sequence(model, seq_len, e, method, sparq_impl.k_transposed, k=mk, r=mr,
+                                       impl=None if sparq_like else impl)
         resident = weights + kv_seq * np.asarray(batch, np.float64)
 
         def est(cost):
@@ -84,9 +126,9 @@ def evaluate(model: Model, hw: Hardware, *, batch, seq_len, r, k, l=0, weight_dt
         res = MethodResult()
         for cost in shared_ops[0].values():
             res.add(cost, est(cost), model.n_layers, "layer")
-        attn = A.attention_costs(method, wl, sparq_impl if method == "sparq" else None)
-        for cost in attn.values():
-            res.add(cost, est(cost), model.n_layers, "layer")
+        counts = rivals.phase_counts(method, model.n_layers, impl)
+        for cost in A.attention_costs(method, wl, impl).values():
+            res.add(cost, est(cost), counts.get(cost.name, model.n_layers), "layer")
         for cost in shared_ops[1].values():
             res.add(cost, est(cost), 1, "step")
         results[method] = res
@@ -105,14 +147,22 @@ def evaluate(model: Model, hw: Hardware, *, batch, seq_len, r, k, l=0, weight_dt
         pre = prefill_cost(model, batch, seq_len, w_bytes, e, transposed_key_copy=(method == "sparq" and sparq_impl.k_transposed))
         summary[f"{method}.prefill_time_s"] = estimate(pre, hw, compute_dtype=cdt, resident_bytes=resident,
                                                        copy_bandwidth_bytes_per_s=copy_bandwidth_bytes_per_s).time_s
-        summary[f"{method}.paper_compression"] = paper.compression_ratio(method, seq_len, model.d_head, r, k)
+        formula = PAPER_NAMES.get(method)
+        if formula:
+            summary[f"{method}.paper_compression"] = paper.compression_ratio(formula, seq_len, model.d_head, mr, mk)
+        summary[f"{method}.element_compression"] = rivals.element_ratio(method, seq_len, model.d_head, mr, mk, e, impl)
         if method != "dense" and "dense" in results:
             summary[f"{method}.impl_compression"] = summary[f"{method}.attention_bytes"] / summary["dense.attention_bytes"]
             summary[f"{method}.speedup_attention"] = summary["dense.attention_time_s"] / summary[f"{method}.attention_time_s"]
             summary[f"{method}.speedup_step"] = summary["dense.tpot_s"] / summary[f"{method}.tpot_s"]
     summary["weights_bytes"] = weights
     summary["usable_bytes"] = hw.usable_bytes
-    return Evaluation(model, hw, wl, results, summary)
+    return Evaluation(model, hw, Workload(batch, seq_len, model.n_heads, model.n_kv_heads, model.d_head, r, k, l, e, 2.0),
+                      results, summary, used)
+
+
+# Methods with a formula in the SparQ paper (Table 1): method -> its name in `cost.paper`.
+PAPER_NAMES = {"dense": "dense", "sparq": "sparq", "h2o": "h2o", "streaming-llm": "lm-infinite", "flexgen": "flexgen"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,6 +183,7 @@ class Settings:
     methods: tuple = METHODS
     calibration: Calibration | None = None
     copy_bandwidth_bytes_per_s: float | None = None
+    impls: dict | None = None  # method -> its switches (cost.rivals), defaults otherwise
 
 
 def resolve_k(k, seq_len: int) -> int:
@@ -161,6 +212,24 @@ def resolve(s: Settings) -> tuple[int, int, int]:
     return r, k, int(s.l)
 
 
+USES_R = ("sparq", "sparq-1xk", "double-sparsity", "loki")  # methods with a channel/dimension count r
+
+
+def method_params(s: Settings, r: int, k: int) -> dict:
+    """Each method's r and k: the explicit --r/--k for all, else its own rule for the target
+    compression (`cost.rivals.params_for_compression`); checked like the shared ones."""
+    out = {}
+    for method in s.methods:
+        own = rivals.params_for_compression(method, s.model.d_head, s.seq_len, s.compression,
+                                            dtype_bytes(s.kv_dtype), (s.impls or {}).get(method))
+        mr = r if s.r is not None or method in ("dense", "sparq") else int(own["r"])
+        mk = k if s.k is not None or method in ("dense", "sparq") else int(own["k"])
+        validate(Workload(s.batch, s.seq_len, s.model.n_heads, s.model.n_kv_heads, s.model.d_head, mr, mk,
+                          min(s.l, mk)))
+        out[method] = {"r": mr, "k": mk, "reachable": bool(own["reachable"]) or s.k is not None}
+    return out
+
+
 @dataclass
 class Prediction:
     settings: Settings
@@ -169,6 +238,9 @@ class Prediction:
     l: int
     rows: list
     summary: dict
+    methods: tuple = METHODS  # evaluated, dense first as the baseline
+    params: dict = field(default_factory=dict)  # method -> {'r', 'k', 'reachable'}
+    evaluation: Evaluation | None = None
 
     def to_dict(self) -> dict:
         s = self.settings
@@ -177,6 +249,8 @@ class Prediction:
                          "r": self.r, "k": self.k, "l": self.l, "compression": s.compression,
                          "weight_dtype": s.weight_dtype, "kv_dtype": s.kv_dtype,
                          "calibrated": s.calibration is not None},
+            "methods": {m: {"r": int(p["r"]) if m in USES_R else None, "k": int(p["k"]), "reachable": p["reachable"]}
+                        for m, p in self.params.items()},
             "summary": {k: _plain(v) for k, v in self.summary.items()},
             "rows": self.rows,
         }
@@ -188,37 +262,54 @@ def _plain(v):
 
 
 def predict(s: Settings) -> Prediction:
+    """Dense is always evaluated, first, as the baseline of every speedup."""
     r, k, l = resolve(s)
+    methods = ("dense",) + tuple(m for m in s.methods if m != "dense")
+    params = method_params(replace(s, methods=methods), r, k)
     ev = evaluate(s.model, s.hw, batch=s.batch, seq_len=s.seq_len, r=r, k=k, l=l, weight_dtype=s.weight_dtype,
-                  kv_dtype=s.kv_dtype, methods=s.methods, calibration=s.calibration,
-                  copy_bandwidth_bytes_per_s=s.copy_bandwidth_bytes_per_s)
+                  kv_dtype=s.kv_dtype, methods=methods, calibration=s.calibration,
+                  copy_bandwidth_bytes_per_s=s.copy_bandwidth_bytes_per_s, params=params, impls=s.impls)
     return Prediction(s, r, k, l, rows_from(ev, r=r, k=k, l=l, weight_dtype=s.weight_dtype, kv_dtype=s.kv_dtype),
-                      {n: _plain(v) for n, v in ev.summary.items()})
+                      {n: _plain(v) for n, v in ev.summary.items()}, methods, params, ev)
 
 
 def rows_from(ev: Evaluation, *, r, k, l, weight_dtype, kv_dtype) -> list[dict]:
     """Rows (sparq_perf.rows schema) for a scalar evaluation: each operation, each method's
-    attention step (append excluded) and the whole decode step."""
+    attention step (append excluded, averaged over layers where phases run on only some of
+    them) and the whole decode step. A rival's rows carry its own r and k (r empty where
+    the method has none)."""
     m, w = ev.model, ev.workload
     base = {"source": "predicted", "device": ev.hw.name, "model": m.name, "batch": int(w.batch),
             "seq_len": int(w.seq_len), "n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads, "d_head": m.d_head,
             "r": int(r), "k": int(k), "l": int(l), "kv_dtype": kv_dtype, "weight_dtype": weight_dtype}
     rows = []
     for method, res in ev.methods.items():
+        own = ev.params.get(method, {})
+        mbase = base if method in ("dense", "sparq") else {
+            **base, "r": int(own.get("r", r)) if method in USES_R else None, "k": int(own.get("k", k))}
         for name, (cost, est, count, scope) in res.ops.items():
-            rows.append(_row(base, method, name, scope, count, cost, est))
+            rows.append(_row(mbase, method, name, scope, count, cost, est))
         step = P.decode_name(method)
         parts = [res.ops[n] for n in attention_phase_names(method)]
-        cost = combine(step, [c for c, *_ in parts])
-        est = Estimate(sum(e.memory_time_s for _, e, *_ in parts), sum(e.compute_time_s for _, e, *_ in parts),
-                       sum(e.overhead_time_s for _, e, *_ in parts))
-        rows.append(_row(base, method, step, "layer", m.n_layers, cost, est))
+        share = [count / m.n_layers for _, _, count, _ in parts]  # 1 where every layer runs the phase
+        cost = combine(step, [_scaled(c, f) for (c, *_), f in zip(parts, share)])
+        est = Estimate(sum(e.memory_time_s * f for (_, e, *_), f in zip(parts, share)),
+                       sum(e.compute_time_s * f for (_, e, *_), f in zip(parts, share)),
+                       sum(e.overhead_time_s * f for (_, e, *_), f in zip(parts, share)))
+        rows.append(_row(mbase, method, step, "layer", m.n_layers, cost, est))
         total = PhaseCost("decode_step", {"all": res.total_bytes()}, {}, sum(c.flops * n for c, _, n, _ in res.ops.values()))
         t = res.total_time_s()
-        rows.append({**_row(base, method, "decode_step", "step", 1, total, Estimate(t, 0.0, 0.0)),
+        rows.append({**_row(mbase, method, "decode_step", "step", 1, total, Estimate(t, 0.0, 0.0)),
                      "bytes_written": 0.0, "bound": "memory", "memory_time_s": None, "compute_time_s": None,
                      "overhead_time_s": None})
     return rows
+
+
+def _scaled(c: PhaseCost, f) -> PhaseCost:
+    if f == 1:
+        return c
+    return PhaseCost(c.name, {k: v * f for k, v in c.reads.items()}, {k: v * f for k, v in c.writes.items()},
+                     c.flops * f, c.launches * f)
 
 
 def _row(base, method, phase, scope, count, cost: PhaseCost, est: Estimate) -> dict:

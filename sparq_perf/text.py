@@ -7,7 +7,9 @@ from rich.table import Table
 from . import phases as P
 from .units import fmt_bytes, fmt_flops, fmt_time
 
-METHOD_LABEL = {"dense": "dense", "sparq": "SparQ"}
+METHOD_LABEL = {"dense": "dense", "sparq": "SparQ", "sparq-1xk": "SparQ 1xK", "quest": "Quest",
+                "double-sparsity": "Double Sparsity", "loki": "Loki", "h2o": "H2O", "streaming-llm": "StreamingLLM",
+                "flexgen": "FlexGen top-k"}
 
 
 def _console() -> Console:
@@ -21,8 +23,8 @@ def fit_message(pred) -> str:
     s, sm = pred.settings, pred.summary
     parts = [f"{METHOD_LABEL.get(m, m)} needs {fmt_bytes(sm[f'{m}.memory_bytes'])} "
              f"({fmt_bytes(sm[f'{m}.over_bytes'])} over)" if not sm[f"{m}.fits"]
-             else f"{METHOD_LABEL.get(m, m)} fits ({fmt_bytes(sm[f'{m}.memory_bytes'])})" for m in s.methods]
-    largest = ", ".join(f"{METHOD_LABEL.get(m, m)} {sm[f'{m}.max_batch']}" for m in s.methods)
+             else f"{METHOD_LABEL.get(m, m)} fits ({fmt_bytes(sm[f'{m}.memory_bytes'])})" for m in pred.methods]
+    largest = ", ".join(f"{METHOD_LABEL.get(m, m)} {sm[f'{m}.max_batch']}" for m in pred.methods)
     return (f"{s.model.name} at batch {s.batch}, S={s.seq_len} does not fit the {fmt_bytes(sm['usable_bytes'])} usable "
             f"on {s.hw.name}: {'; '.join(parts)}; largest batch that fits: {largest}")
 
@@ -52,22 +54,23 @@ def print_prediction(pred) -> None:
                   style="bold" if row["phase"].endswith("_decode") else None)
     con.print(t)
 
-    methods = [m for m in s.methods if m != "dense"]
+    methods = [m for m in pred.methods if m != "dense"]
     st = Table(title="Summary", title_justify="left")
     st.add_column("quantity")
-    for m in s.methods:
+    for m in pred.methods:
         st.add_column(METHOD_LABEL.get(m, m), justify="right")
     lines = [
         ("attention bytes per layer (append excluded)", "attention_bytes", fmt_bytes),
         ("attention time per layer", "attention_time_s", fmt_time),
         ("compression, paper's formula (M / M_dense)", "paper_compression", lambda v: f"{v:.4f}"),
+        ("compression, leading-order KV elements", "element_compression", lambda v: f"{v:.4f}"),
         ("compression, implementation bytes", "impl_compression", lambda v: f"{v:.4f}"),
         ("attention speedup over dense", "speedup_attention", lambda v: f"{v:.2f}x"),
         ("decode step time per token (TPOT)", "tpot_s", fmt_time),
         ("decode step speedup over dense", "speedup_step", lambda v: f"{v:.2f}x"),
         ("tokens/s per sequence", "tokens_per_s_per_sequence", lambda v: f"{v:.4g}"),
         ("tokens/s for the batch", "tokens_per_s", lambda v: f"{v:.4g}"),
-        ("KV cache (SparQ: K twice + v_bar)", "kv_bytes", fmt_bytes),
+        ("KV cache (SparQ: K twice + v_bar; eviction: k positions)", "kv_bytes", fmt_bytes),
         ("weights + KV", "memory_bytes", fmt_bytes),
         ("fits in usable memory", "fits", lambda v: "yes" if v else "NO"),
         ("largest batch that fits", "max_batch", str),
@@ -75,15 +78,47 @@ def print_prediction(pred) -> None:
     ]
     for label, key, fmt in lines:
         cells = []
-        for m in s.methods:
+        for m in pred.methods:
             v = sm.get(f"{m}.{key}")
             cells.append("1.0000" if v is None and m == "dense" and "compression" in key
                          else "-" if v is None else fmt(v))
         st.add_row(label, *cells)
     con.print(st)
+    if any(m not in ("dense", "sparq") for m in pred.methods):
+        from .compare import comparison_from
+
+        print_comparison(comparison_from(pred.evaluation, s.compression,
+                                         {m: p["reachable"] for m, p in pred.params.items()}, s.impls), con)
     con.print(f"usable memory {fmt_bytes(sm['usable_bytes'])} of {fmt_bytes(s.hw.capacity_bytes)}; "
               f"weights {fmt_bytes(sm['weights_bytes'])}. Times are predictions; "
               f"`sparq-perf measure` checks them on a GPU." if methods else "")
+
+
+def print_comparison(rows, con=None) -> None:
+    """The compare view: one line per (method, S), then the caveats once per method."""
+    con = con or _console()
+    first = rows[0]
+    several_s = len({r["seq_len"] for r in rows}) > 1
+    t = Table(title=f"Methods at compression {first['compression']:g} on {first['device']} ({first['model']}, "
+                    f"batch {first['batch']}" + ("" if several_s else f", S = {first['seq_len']}") + ")",
+              title_justify="left")
+    cols = (["S"] if several_s else []) + ["method", "settings", "attn B/layer", "of dense", "attn t/layer",
+                                          "attn x", "step x", "KV memory", "max batch"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("method", "settings") else "right", no_wrap=True)
+    for r in sorted(rows, key=lambda r: r["seq_len"]) if several_s else rows:
+        cells = ([str(r["seq_len"])] if several_s else []) + [
+            r["label"] + ("" if r["reachable"] else " (!)"), r["params"], fmt_bytes(r["attention_bytes"]),
+            f"{r['impl_compression']:.4f}", fmt_time(r["attention_time_s"]), f"{r['speedup_attention']:.2f}x",
+            f"{r['speedup_step']:.2f}x", fmt_bytes(r["kv_bytes"]), str(r["max_batch"])]
+        t.add_row(*cells)
+    con.print(t)
+    seen = {}
+    for r in rows:
+        if r["note"] and r["label"] not in seen:
+            seen[r["label"]] = r["note"]
+    for label, note in seen.items():
+        con.print(f"{label}: {note}")
 
 
 def print_profiles(profiles) -> None:
