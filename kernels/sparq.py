@@ -130,6 +130,30 @@ def _order_key(x):
 
 
 @triton.jit
+def _radix_pass(src, S, prefix, kr, SHIFT: tl.constexpr, HI_MASK: tl.constexpr, BLOCK: tl.constexpr):
+    """One pass over the row: the 8-bit digit at SHIFT of the kr-th largest key among those
+    whose higher bits equal prefix. Returns (prefix with that digit, kr left below it)."""
+    offs = tl.arange(0, BLOCK)
+    bins = tl.arange(0, 256)
+    hist = tl.zeros([256], tl.int32)
+    n_out = 0
+    for n0 in range(0, S, BLOCK):
+        pos = n0 + offs
+        valid = pos < S
+        key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
+        match = valid & ((key & HI_MASK) == prefix)
+        digit = tl.where(match, (key >> SHIFT) & 0xFF, 0).to(tl.int32)
+        hist += tl.histogram(digit, 256)
+        n_out += tl.sum((~match).to(tl.int32), 0)
+    hist = hist - tl.where(bins == 0, n_out, 0)  # non-matching were counted in bin 0
+    at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # count with digit >= bin
+    d_star = tl.max(tl.where(at_or_above >= kr, bins, 0), 0)
+    kr = kr - tl.sum(tl.where(bins > d_star, hist, 0), 0)
+    prefix = prefix | (d_star.to(tl.uint32) << SHIFT)
+    return prefix, kr
+
+
+@triton.jit
 def _select_kernel(
     SCORES, IDX, S, k,
     BLOCK: tl.constexpr,
@@ -142,27 +166,12 @@ def _select_kernel(
     row = tl.program_id(0).to(tl.int64)
     src = SCORES + row * S
     offs = tl.arange(0, BLOCK)
-    bins = tl.arange(0, 256)
     prefix = tl.zeros([], tl.uint32)
     kr = k  # how many of the k are still to be found below the current prefix
-    for p in tl.static_range(4):
-        shift: tl.constexpr = 24 - 8 * p
-        hi_mask: tl.constexpr = (0xFFFFFFFF << (32 - 8 * p)) & 0xFFFFFFFF
-        hist = tl.zeros([256], tl.int32)
-        n_out = 0
-        for n0 in range(0, S, BLOCK):
-            pos = n0 + offs
-            valid = pos < S
-            key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
-            match = valid & ((key & hi_mask) == prefix)
-            digit = tl.where(match, (key >> shift) & 0xFF, 0).to(tl.int32)
-            hist += tl.histogram(digit, 256)
-            n_out += tl.sum((~match).to(tl.int32), 0)
-        hist = hist - tl.where(bins == 0, n_out, 0)  # non-matching were counted in bin 0
-        at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # count with digit >= bin
-        d_star = tl.max(tl.where(at_or_above >= kr, bins, 0), 0)
-        kr = kr - tl.sum(tl.where(bins > d_star, hist, 0), 0)
-        prefix = prefix | (d_star.to(tl.uint32) << shift)
+    prefix, kr = _radix_pass(src, S, prefix, kr, 24, 0x00000000, BLOCK)
+    prefix, kr = _radix_pass(src, S, prefix, kr, 16, 0xFF000000, BLOCK)
+    prefix, kr = _radix_pass(src, S, prefix, kr, 8, 0xFFFF0000, BLOCK)
+    prefix, kr = _radix_pass(src, S, prefix, kr, 0, 0xFFFFFF00, BLOCK)
     # prefix is the k-th largest key: take every key above it and the first kr equal to it.
     n_gt = 0
     n_eq = 0
