@@ -10,7 +10,7 @@ from sparq_perf import phases as P
 from sparq_perf import rows as R
 from sparq_perf.hardware import get_profile
 from sparq_perf.measure.gpu import match_profile
-from sparq_perf.measure.run import point_bytes, twin_rows
+from sparq_perf.measure.run import from_point_rows, point_bytes, twin_rows
 from sparq_perf.measure.sweep import load_sweep
 
 
@@ -52,9 +52,13 @@ def test_point_memory_by_hand():
 def test_measured_rows_carry_their_predicted_twin():
     _, points = load_sweep(None)
     p = next(p for p in points if p.batch == 8 and p.seq_len == 16384 and p.setting == "c=1/8" and p.n_kv_heads == 8)
-    measured = {("sparq", P.SPARQ_SCORE): {"time_s": 20e-6, "time_p20_s": 19e-6, "time_p80_s": 21e-6, "status": "ok"},
-                ("sdpa", P.DENSE_ATTENTION): {"time_s": 100e-6, "time_p20_s": 99e-6, "time_p80_s": 101e-6, "status": "ok"}}
-    rows = twin_rows(p, get_profile("h100-sxm"), measured, {"source": "measured", "device": "h100-sxm"}, 3.0e12)
+    point_rows = [
+        {"method": "sparq", "phase": P.SPARQ_SCORE, "r": 16, "k": 1024, "median_s": 20e-6, "p20_s": 19e-6, "p80_s": 21e-6},
+        {"method": "sdpa", "phase": P.DENSE_DECODE, "r": None, "k": None, "median_s": 100e-6, "p20_s": 99e-6,
+         "p80_s": 101e-6, "check_rel_err": 3e-3},
+        {"method": "dense", "phase": P.APPEND, "r": None, "k": None, "median_s": 3e-6, "p20_s": 3e-6, "p80_s": 3e-6},
+    ]
+    rows = twin_rows(p, get_profile("h100-sxm"), from_point_rows(point_rows), {"source": "measured"}, 3.0e12)
     score = next(r for r in rows if r["phase"] == P.SPARQ_SCORE)
     # r=16 rows of K^T for B*H_kv = 64 pairs at S=16k, bf16: 64*16384*16*2 bytes, plus q
     assert score["bytes_read"] == 64 * 16384 * 16 * 2 + 8 * 32 * 128 * 2
@@ -62,4 +66,10 @@ def test_measured_rows_carry_their_predicted_twin():
     assert score["rel_error"] == pytest.approx((score["predicted_time_s"] - 20e-6) / 20e-6)
     sdpa = next(r for r in rows if r["method"] == "sdpa")
     assert sdpa["bytes_read"] == 2 * 64 * 16384 * 128 * 2 + 8 * 32 * 128 * 2  # dense bytes
-    R.normalise(score)  # the shared schema
+    assert sdpa["max_rel_error"] == 3e-3 and sdpa["time_p80_s"] == 101e-6
+    append = next(r for r in rows if r["phase"] == P.APPEND)
+    # twin is SparQ's append (the kernel writes both layouts): k and v rows, a 32 B sector per
+    # K^T element, fp32 v_bar; for 64 (sequence, KV head) pairs
+    assert append["bytes_written"] == 64 * 128 * (2 + 2 + 32 + 4)
+    for r in rows:
+        R.normalise(r)  # the shared schema

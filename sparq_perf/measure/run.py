@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import phases as P
 from .. import rows as R
 from ..errors import UserError
 from ..hardware import builtin_profiles, get_profile
@@ -57,17 +58,31 @@ def point_bytes(p: Point, n_buffers: int = 1) -> float:
     return n_buffers * (kv + scores)
 
 
-def twin_rows(p: Point, hw, measured: dict, base: dict, copy_bw: float) -> list[dict]:
-    """Rows for one point: each measured phase beside its predicted time (the profile's
-    figures with this device's measured copy bandwidth)."""
+# Measured (method, phase) -> the model's method for its predicted twin. The append kernel
+# always writes both K layouts and v_bar, so its twin is SparQ's append; torch.topk is timed
+# on SparQ's scores, so its twin is SparQ's selection.
+TWIN_METHOD = {"sdpa": "dense", "torch_topk": "sparq"}
+
+
+def twin_rows(p: Point, hw, measured: list[dict], base: dict, copy_bw: float) -> list[dict]:
+    """Rows for one (model, B, S) group: each measured phase beside its predicted time (the
+    profile's figures with this device's measured copy bandwidth).
+
+    `measured` holds dicts with method, phase, r, k (None for dense), time_s, time_p20_s,
+    time_p80_s and optionally max_rel_error."""
     from ..units import dtype_bytes
 
-    w = Workload(p.batch, p.seq_len, p.n_heads, p.n_kv_heads, p.d_head, p.r, p.k, p.l, dtype_bytes(p.kv_dtype), 2.0)
     out = []
-    for (method, phase), m in measured.items():
-        model_method = "dense" if method == "sdpa" else method
+    for m in measured:
+        method, phase = m["method"], m["phase"]
+        model_method = "sparq" if phase == P.APPEND else TWIN_METHOD.get(method, method)
+        r = m.get("r") or p.r
+        k = m.get("k") or p.k
+        w = Workload(p.batch, p.seq_len, p.n_heads, p.n_kv_heads, p.d_head, r, k, p.l, dtype_bytes(p.kv_dtype), 2.0)
         pred = predict_phases(hw, w, model_method, copy_bandwidth_bytes_per_s=copy_bw).get(phase)
-        row = {**base, "method": method, "phase": phase, "scope": "layer", "count": 1.0, **m}
+        row = {**base, **{c: m.get(c) for c in ("method", "phase", "r", "k", "time_s", "time_p20_s", "time_p80_s",
+                                                "max_rel_error")},
+               "scope": "layer", "count": 1.0, "status": m.get("status", "ok")}
         if pred is not None:
             cost, est = pred
             row.update(bytes_read=float(cost.bytes_read), bytes_written=float(cost.bytes_written),
@@ -79,6 +94,21 @@ def twin_rows(p: Point, hw, measured: dict, base: dict, copy_bw: float) -> list[
                 row["achieved_bytes_per_s"] = (row["bytes_read"] + row["bytes_written"]) / m["time_s"]
                 row["rel_error"] = (row["predicted_time_s"] - m["time_s"]) / m["time_s"]
         out.append(row)
+    return out
+
+
+def from_point_rows(point_rows: list[dict]) -> list[dict]:
+    """measure_point's dicts -> the fields twin_rows reads (SI names of the row schema)."""
+    return [{"method": x["method"], "phase": x["phase"], "r": x.get("r"), "k": x.get("k"), "time_s": x["median_s"],
+             "time_p20_s": x["p20_s"], "time_p80_s": x["p80_s"], "max_rel_error": x.get("check_rel_err"),
+             "status": "ok"} for x in point_rows]
+
+
+def groups(points: list[Point]) -> dict[tuple, list[Point]]:
+    """Points sharing (model, B, S, l, dtype) share caches, dense and SDPA: measured together."""
+    out: dict[tuple, list[Point]] = {}
+    for p in points:
+        out.setdefault((p.model, p.batch, p.seq_len, p.l, p.kv_dtype), []).append(p)
     return out
 
 
@@ -104,44 +134,53 @@ def main(args) -> int:
         profile_name = gpu_name
         print(f"GPU: {gpu_name}: no profile matches; using measured ceilings with the h100-sxm profile's other figures")
     nvml_before = nvml_snapshot()
-    copy_bw = timing.copy_bandwidth()
-    matmul = timing.matmul_flops()
+    copy_bw = timing.copy_bandwidth_bytes_per_s()["bytes_per_s"]
+    matmul = timing.matmul_flops_per_s()["flops_per_s"]
     print(f"ceilings: copy {copy_bw / 1e9:.0f} GB/s (read + write), bf16 matmul {matmul / 1e12:.0f} TFLOP/s")
 
     done_rows = R.read_csv(rows_path) if (args.resume and rows_path.exists()) else []
-    done = {(r["model"], r["batch"], r["seq_len"], r["r"], r["k"], r["l"], r["kv_dtype"]) for r in done_rows}
+    done = {(r["model"], r["batch"], r["seq_len"], r["l"], r["kv_dtype"]) for r in done_rows}
     rows = list(done_rows)
     commit = git_commit(args.commit)
     command = "sparq-perf measure " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["measure"] else "sparq-perf measure"
-    free = torch.cuda.mem_get_info()[0]
-    todo = [p for p in points if p.key() not in done]
+    todo = {key: ps for key, ps in groups(points).items() if key not in done}
+    failures = []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as bar:
         task = bar.add_task("measuring", total=len(todo))
-        for p in todo:
-            bar.update(task, description=f"{p.model} B={p.batch} S={p.seq_len} {p.setting}")
-            base = {"source": "measured", "device": profile_name, "model": p.model, "batch": p.batch,
-                    "seq_len": p.seq_len, "n_heads": p.n_heads, "n_kv_heads": p.n_kv_heads, "d_head": p.d_head,
-                    "r": p.r, "k": p.k, "l": p.l, "kv_dtype": p.kv_dtype, "weight_dtype": None,
-                    "git_commit": commit, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "command": command}
+        for (model, batch, seq_len, l, kv_dtype), ps in todo.items():
+            p = ps[0]
+            bar.update(task, description=f"{model} B={batch} S={seq_len}")
+            base = {"source": "measured", "device": profile_name, "model": model, "batch": batch, "seq_len": seq_len,
+                    "n_heads": p.n_heads, "n_kv_heads": p.n_kv_heads, "d_head": p.d_head, "l": l,
+                    "kv_dtype": kv_dtype, "git_commit": commit,
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command}
+            free = torch.cuda.mem_get_info()[0]
+            status = None
             if point_bytes(p) > MEMORY_HEADROOM * free:
-                new = [{**base, "method": "sparq", "phase": "sparq_decode", "scope": "layer",
-                        "status": f"skipped: needs {point_bytes(p) / 1e9:.1f} GB, {free / 1e9:.1f} GB free"}]
+                status = f"skipped: needs {point_bytes(p) / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
             else:
                 try:
-                    measured = point_mod.measure_point(p, hw_cache_bytes=torch.cuda.get_device_properties(0).L2_cache_size)
-                    new = twin_rows(p, hw, measured, base, copy_bw)
+                    measured = from_point_rows(point_mod.measure_point(
+                        batch, seq_len, p.n_heads, p.n_kv_heads, p.d_head, sparq_settings=[(q.r, q.k) for q in ps],
+                        l=l, dtype={"bf16": "bfloat16", "fp16": "float16"}[kv_dtype]))
+                    rows.extend(twin_rows(p, hw, measured, base, copy_bw))
                 except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    new = [{**base, "method": "sparq", "phase": "sparq_decode", "scope": "layer",
-                            "status": "skipped: out of memory"}]
-            rows.extend(new)
+                    status = "skipped: out of memory"
+                except RuntimeError as e:  # a kernel failed its check against the reference
+                    status = f"failed check: {e}"
+                    failures.append(status)
+                torch.cuda.empty_cache()
+            if status:
+                rows.extend({**base, "method": "sparq", "phase": P.SPARQ_DECODE, "scope": "layer", "r": q.r, "k": q.k,
+                             "status": status} for q in ps)
             R.write_csv(rows_path, rows)  # every finished point is kept, even if the run stops
             bar.advance(task)
+    for f in failures:
+        print(f, file=sys.stderr)
 
     nvml_after = nvml_snapshot()
     versions = {"python": platform.python_version(), "torch": torch.__version__}
