@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# On a lent GPU: install, run the kernel correctness tests on the real compiler, then the
+# measurement sweep. Usage: experiments/measure_on_device.sh COMMIT NAME [measure options]
+# Writes $OUT/NAME/{rows.csv,metadata.json,calibration.yaml,log.txt}.
+set -uo pipefail
+commit=$1; name=$2; shift 2
+out=${OUT:-/tmp/sparq-out}/$name
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 SPARQ_PERF_COMMIT=$commit
+pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v WARNING
+python -m pytest -q -x -p no:cacheprovider tests/test_kernels_*.py 2>&1 | tail -3 | tee "$out/kernel_tests.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$out/log.txt"
+sparq-perf measure --out "$out" "$@" 2>&1 | tee -a "$out/log.txt"
