@@ -53,10 +53,35 @@ def model_bytes(method, B, S, Hkv, r=16, k=128):
     return {ph: float(c[ph].bytes) for ph in P.SPARQ_PHASES}
 
 
+def sweep_dense(out):
+    """Median time of our dense kernel per (BLOCK_N, num_warps, num_stages) at three shapes."""
+    from sparq_perf.kernels.dense import DenseWorkspace, dense_attention
+    from sparq_perf.measure.point import _random_cache
+    from sparq_perf.measure.timing import time_calls
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    res = []
+    for B, S, Hkv in [(1, 32768, 32), (16, 32768, 32), (1, 8192, 32), (64, 8192, 8)]:
+        c = _random_cache(B, Hkv, S, D_HEAD, torch.bfloat16, gen)
+        q = torch.randn(B, H_Q, D_HEAD, dtype=torch.bfloat16, device="cuda", generator=gen)
+        for bn in (32, 64, 128):
+            ws = DenseWorkspace(q, c, block_n=bn)
+            for nw in (4, 8):
+                for ns in (2, 3, 4):
+                    t = time_calls(lambda: dense_attention(q, c, ws, num_warps=nw, num_stages=ns), target_s=0.1)
+                    res.append(dict(B=B, S=S, Hkv=Hkv, block_n=bn, num_warps=nw, num_stages=ns, us=t["median_s"] * 1e6))
+        del c
+        best = sorted((r for r in res if (r["B"], r["S"], r["Hkv"]) == (B, S, Hkv)), key=lambda r: r["us"])[:3]
+        print("sweep", B, S, Hkv, [(r["block_n"], r["num_warps"], r["num_stages"], round(r["us"], 1)) for r in best], flush=True)
+    with open(out / "dense_sweep.json", "w") as f:
+        json.dump(res, f, indent=0)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
     ap.add_argument("--quick", action="store_true", help="two shapes only")
+    ap.add_argument("--sweep", action="store_true", help="also time dense tile configurations")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +95,8 @@ def main(argv=None):
     prov["copy_bytes_per_s"] = copy["bytes_per_s"]
     prov["matmul_flops_per_s"] = mm["flops_per_s"]
     print(f"copy {copy['bytes_per_s']/1e9:.0f} GB/s, bf16 matmul {mm['flops_per_s']/1e12:.0f} TFLOP/s", flush=True)
+    if args.sweep:
+        sweep_dense(out)
     shapes = [(B, S, H_Q) for B, S in MHA] + [(B, S, 8) for B, S in GQA]
     if args.quick:
         shapes = [(1, 32768, H_Q), (1, 32768, 8)]
@@ -113,7 +140,7 @@ def main(argv=None):
         w.writeheader()
         w.writerows(rows)
     with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for x in summary for k in x)))
         w.writeheader()
         w.writerows(summary)
     # short table last

@@ -33,8 +33,9 @@ from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_
 from .cache import KVCache
 
 BLOCK_S = 256  # score positions per tile: r rows x 256 positions of K^T (512 B per row)
-BLOCK_K = 32  # gathered rows per tile in attend
-SELECT_BLOCK = 2048  # scores per tile in the selection passes
+BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
+SELECT_BLOCK = 2048  # scores per tile in the streaming selection passes (S > REG_SELECT_MAX)
+REG_SELECT_MAX = 32768  # rows up to this length are selected in registers (32 keys/thread at 32 warps)
 
 
 @triton.jit
@@ -101,10 +102,14 @@ def _score_kernel(
         pos = n0 + offs_s
         nm = pos < end
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & nm[None, :], other=0.0)  # [RP, BLOCK_S]
-        z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
+        if G == 1:  # one head: r FMAs per position on the CUDA cores, no padded rows to exponentiate
+            z1 = tl.sum(tl.sum(q_sel.to(tl.float32), 0)[:, None] * kt.to(tl.float32), 0)  # [BLOCK_S]
+            z = tl.where(gm[:, None], z1[None, :], 0.0) * scale[:, None]
+        else:
+            z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
         if PASS != 2:
-            zm = tl.where(nm[None, :], z, -float("inf"))
+            zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(zm, 1))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(zm - m_new[:, None]), 1)
             m_i = m_new
@@ -127,6 +132,30 @@ def _order_key(x):
     """fp32 -> uint32 whose unsigned order is the float order (+inf largest)."""
     bits = x.to(tl.uint32, bitcast=True)
     return tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)
+
+
+@triton.jit
+def _select_reg_kernel(SCORES, IDX, S, k, BLOCK: tl.constexpr):
+    """Exact top-k of one row held in registers (S <= BLOCK): the k-th largest key by
+    bisection over its 32 bits (32 count-reductions on chip), then one compaction.
+    Reads the row once (4*S bytes), writes k int32 indices."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    valid = offs < S
+    key = _order_key(tl.load(SCORES + row * S + offs, mask=valid, other=-float("inf")))
+    key = tl.where(valid, key, 0)  # below every real key (-inf's key is 0x007FFFFF)
+    t = tl.zeros([], tl.uint32)
+    for i in tl.static_range(32):  # largest t with #(key >= t) >= k: the k-th largest key
+        cand = t | (1 << (31 - i))
+        t = tl.where(tl.sum((key >= cand).to(tl.int32), 0) >= k, cand, t)
+    gt = key > t
+    eq = key == t
+    n_gt = tl.sum(gt.to(tl.int32), 0)
+    c_gt = tl.cumsum(gt.to(tl.int32), 0)
+    c_eq = tl.cumsum(eq.to(tl.int32), 0)
+    dst = IDX + row * k
+    tl.store(dst + c_gt - 1, offs, mask=gt)
+    tl.store(dst + n_gt + c_eq - 1, offs, mask=eq & (c_eq <= k - n_gt))  # ties: lowest positions
 
 
 @triton.jit
@@ -339,7 +368,11 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     rows = scores.numel() // S
     if out is None:
         out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
-    _select_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=num_warps)
+    if S <= REG_SELECT_MAX:
+        block = triton.next_power_of_2(S)
+        _select_reg_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=max(4, min(32, block // 1024)))
+    else:
+        _select_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=num_warps)
     return out
 
 
@@ -348,7 +381,7 @@ def sparq_select(state: SparqState):
     return topk_indices(state.scores, state.k, out=state.idx)
 
 
-def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=2):
+def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=3):
     """Steps 6-8 over the chosen positions: returns y [B, Hq, d]."""
     K, V = cache.K, cache.V
     Hkv = cache.n_kv_heads

@@ -15,10 +15,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from sparq_perf.kernels import sparq as sparq_module  # noqa: E402
 from sparq_perf.kernels import topk_indices  # noqa: E402
 
 INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
+
+
+@pytest.fixture(params=["registers", "streaming"], autouse=True)
+def select_path(request, monkeypatch):
+    """Run each test on both selection kernels: rows in registers, and rows streamed."""
+    if request.param == "streaming":
+        monkeypatch.setattr(sparq_module, "REG_SELECT_MAX", 0)
 
 
 def check(scores, k):
