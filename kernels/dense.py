@@ -16,7 +16,7 @@ import triton.language as tl
 from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, launch_merge, n_splits_for
 from .cache import KVCache
 
-BLOCK_N = 64  # positions per tile: 64 rows x 256 B of K and V in flight per step
+BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H100 sweep (reports/kernels/dense_sweep.json)
 
 
 @triton.jit
@@ -85,7 +85,7 @@ class DenseWorkspace:
         self.out = torch.empty_like(q)
 
 
-def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace | None = None, num_warps=4, num_stages=3):
+def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace | None = None, num_warps=4, num_stages=4):
     """Exact attention of q [B, Hq, d] over the cache's S positions -> [B, Hq, d]."""
     check_q(q, cache)
     ws = workspace if workspace is not None and workspace.S == cache.length else DenseWorkspace(q, cache)

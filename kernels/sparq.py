@@ -102,11 +102,7 @@ def _score_kernel(
         pos = n0 + offs_s
         nm = pos < end
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & nm[None, :], other=0.0)  # [RP, BLOCK_S]
-        if G == 1:  # one head: r FMAs per position on the CUDA cores, no padded rows to exponentiate
-            z1 = tl.sum(tl.sum(q_sel.to(tl.float32), 0)[:, None] * kt.to(tl.float32), 0)  # [BLOCK_S]
-            z = tl.where(gm[:, None], z1[None, :], 0.0) * scale[:, None]
-        else:
-            z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
+        z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
         if PASS != 2:
             zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
