@@ -71,7 +71,9 @@ def _dense_partial_kernel(
 class DenseWorkspace:
     """Preallocated partials for one (q shape, cache, S): reusable and CUDA-graph safe."""
 
-    def __init__(self, q, cache: KVCache, block_n=BLOCK_N):
+    def __init__(self, q, cache: KVCache, block_n=None):
+        # d = 256: 128-row tiles of K and V in 4 stages pass the 228 KB of shared memory
+        block_n = block_n or (BLOCK_N if cache.d_head <= 128 else 32)
         B, Hq, d = q.shape
         S = cache.length
         self.S = S
@@ -85,9 +87,10 @@ class DenseWorkspace:
         self.out = torch.empty_like(q)
 
 
-def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace | None = None, num_warps=4, num_stages=4):
+def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace | None = None, num_warps=4, num_stages=None):
     """Exact attention of q [B, Hq, d] over the cache's S positions -> [B, Hq, d]."""
     check_q(q, cache)
+    num_stages = num_stages or (4 if cache.d_head <= 128 else 2)
     ws = workspace if workspace is not None and workspace.S == cache.length else DenseWorkspace(q, cache)
     B, Hq, d = q.shape
     Hkv = cache.n_kv_heads
