@@ -95,6 +95,8 @@ def test_sparq_phase_bytes_by_hand():
     assert c[P.SPARQ_ATTEND].bytes_read == n * (k * 4 + 2 * k * d * 2 + d * 2 + 8 + d * 4)
     # the implementation's extra bytes over Eq. 11 at r=16, k=S/16: fp32 scores round trip is
     # 8*S bytes per head against Eq. 11's 64*S elements... (KERNELS.md: 12.5% of r*S*e + ...)
+    long_w = Workload(B, 65536, Hq, Hkv, d, r, k, 0, 2.0, 2.0)  # rows past 32k: 5 passes over scores
+    assert attention_costs("sparq", long_w)[P.SPARQ_SELECT].reads["scores"] == n * 65536 * 4 * 5
     fused = attention_costs("sparq", w, SparqImpl(scores_in_memory=False))
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0
@@ -103,9 +105,13 @@ def test_sparq_phase_bytes_by_hand():
 def test_gqa_shares_score_and_gather_traffic_across_the_group():
     mha = Workload(1, 8192, 32, 32, 128, 16, 512, 0, 2.0, 2.0)
     gqa = Workload(1, 8192, 32, 8, 128, 16, 512, 0, 2.0, 2.0)
-    cm, cg = attention_costs("sparq", mha), attention_costs("sparq", gqa)
+    one_pass = SparqImpl(gqa_score_passes=1)
+    cm, cg = attention_costs("sparq", mha, one_pass), attention_costs("sparq", gqa, one_pass)
     # one i1 and one i2 per KV head: K^T rows and gathered K/V rows scale with H_kv, not H
     assert cg[P.SPARQ_SCORE].reads["K_r_columns"] * 4 == cm[P.SPARQ_SCORE].reads["K_r_columns"]
+    # our kernel reads the r rows twice under GQA (per-head softmax statistics first)
+    two = attention_costs("sparq", gqa)[P.SPARQ_SCORE].reads["K_r_columns"]
+    assert two == 2 * cg[P.SPARQ_SCORE].reads["K_r_columns"]
     assert cg[P.SPARQ_ATTEND].reads["K_rows"] * 4 == cm[P.SPARQ_ATTEND].reads["K_rows"]
     # q is per query head: the same in both
     assert cg[P.SPARQ_SCORE].reads["q"] == cm[P.SPARQ_SCORE].reads["q"]

@@ -35,6 +35,9 @@ class SparqImpl:
 
     scores_in_memory: bool = True
     select_passes: float = 1.0
+    select_passes_long: float = 5.0  # passes when a score row no longer fits on chip
+    select_on_chip_max_s: float = 32768  # our kernel keeps a row in registers up to this S
+    gqa_score_passes: int = 2  # g > 1: per-head softmax statistics first, then the group sum
     k_transposed: bool = True
     sector_bytes: int = 32
     score_launches: int = 1
@@ -77,8 +80,9 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Steps 1-3 (and the group sum of step 5): top-r of |q|, scores from r rows of K^T."""
     n, d, e, a, g = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes, w.group_size
     S, r = np.asarray(w.seq_len, np.float64), np.asarray(w.r, np.float64)
+    passes = 1 if w.group_size == 1 else impl.gqa_score_passes
     if impl.k_transposed:
-        k_bytes = n * S * r * e
+        k_bytes = n * S * r * e * passes
     else:  # r scattered elements of each S-major row, a sector each, at most the whole row
         k_bytes = n * S * np.minimum(r * impl.sector_bytes, d * e)
     reads = {"q": n * g * d * a, "K_r_columns": k_bytes}
@@ -92,9 +96,10 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Step 5: the k largest group-summed scores (l most recent forced in)."""
     n, S, k = _pairs(w), np.asarray(w.seq_len, np.float64), np.asarray(w.k, np.float64)
-    reads = {"scores": n * S * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
+    passes = np.where(S <= impl.select_on_chip_max_s, impl.select_passes, impl.select_passes_long)
+    reads = {"scores": n * S * STAT_BYTES * passes} if impl.scores_in_memory else {}
     writes = {"indices": n * k * INDEX_BYTES}
-    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=impl.select_launches)
+    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * passes, launches=impl.select_launches)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
