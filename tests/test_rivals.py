@@ -3,8 +3,6 @@
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -278,8 +276,7 @@ def test_compare_rows_have_every_column_and_say_eviction_is_final():
 # ---------------------------------------------------------------------------------------
 # The real CLI
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "sparq_perf.cli", *args], capture_output=True, text=True, timeout=60)
+from test_cli import run  # noqa: E402  (runs the installed CLI from a neutral folder)
 
 
 def test_issue_example_prints_the_comparison():
