@@ -12,10 +12,13 @@ sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components
                over r rows of K^T.
              The last l positions get +inf (forced into the top k). Chunk 0 also writes
              q masked to its top-r components and 1/tau per query head (for alpha).
-sparq_select one program per (sequence, KV head): exact radix select over the fp32 score
-             bits (4 passes of 8 bits, histograms on chip) finds the k-th largest key,
-             then a 5th pass compacts the indices of the k largest, taking exactly k
-             (ties at the threshold by lowest position). Indices unsorted.
+sparq_select exact radix select over the fp32 score bits, each row split over many programs
+             so that batch 1 fills the GPU: 4 levels of 8-bit digits, each a launch that
+             adds per-chunk histograms into the row's (global atomics; level 0 is added by
+             the score kernel as it writes the scores), then a compaction launch writes the
+             positions above the k-th largest key and as many ties as needed through per-row
+             atomic cursors: exactly k, unsorted. A one-program-per-row kernel with the row
+             in registers is kept for many short rows.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
@@ -33,14 +36,19 @@ from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_
 from .cache import KVCache
 
 BLOCK_S = 256  # score positions per tile: r rows x 256 positions of K^T (512 B per row)
+SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
+SCORE_WARPS = 4
+SELECT_WARPS = 4
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
-SELECT_BLOCK = 2048  # scores per tile in the streaming selection passes (S > REG_SELECT_MAX)
-REG_SELECT_MAX = 32768  # rows up to this length are selected in registers (32 keys/thread at 32 warps)
+SELECT_BLOCK = 1024  # scores per tile in the split selection passes
+SELECT_WAVES = 4.0  # split selection: programs for about this many waves over the SMs
+REG_SELECT_MAX = 32768  # rows up to this length can be selected in registers (32 keys/thread at 32 warps)
+REG_SELECT_MIN_ROWS = 1 << 30  # ... when there are at least this many rows (set from the H100 benchmark)
 
 
 @triton.jit
 def _score_kernel(
-    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART,
+    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART, HIST,
     S, chunk, n_chunks, l_window, r,
     sQb, sQh, sTb, sTh, sTd, sMb, sMh,
     HKV,
@@ -49,6 +57,7 @@ def _score_kernel(
     BLOCK_S: tl.constexpr,
     NCP: tl.constexpr,  # chunks rounded up to a power of two (statistics merge, pass 2)
     PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
+    FUSE_HIST: tl.constexpr,  # also add the scores' level-0 selection histogram to HIST
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -98,6 +107,7 @@ def _score_kernel(
     m_i = tl.full([GP], -float("inf"), tl.float32)
     l_i = tl.zeros([GP], tl.float32)
     offs_s = tl.arange(0, BLOCK_S)
+    hist = tl.zeros([256], tl.int32)
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
         nm = pos < end
@@ -113,11 +123,18 @@ def _score_kernel(
             score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)  # the one head's logit
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
+            if FUSE_HIST:
+                hist += _digit_hist(_order_key(score), nm, 0, 0)
         if PASS == 2:
             s_hat = tl.exp2(z - m_tot[:, None]) * inv_l[:, None]
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
+            if FUSE_HIST:
+                hist += _digit_hist(_order_key(score), nm, 0, 0)
+    if FUSE_HIST:
+        if PASS != 1:
+            _flush_hist(HIST + pid * HIST_STRIDE, hist, 0)
     if PASS != 2:
         tl.store(M_PART + stat_row + chunk_id, m_i, mask=gm)
         tl.store(L_PART + stat_row + chunk_id, l_i, mask=gm)
@@ -154,67 +171,102 @@ def _select_reg_kernel(SCORES, IDX, S, k, BLOCK: tl.constexpr):
     tl.store(dst + n_gt + c_eq - 1, offs, mask=eq & (c_eq <= k - n_gt))  # ties: lowest positions
 
 
+N_LEVELS = 4  # 8-bit digits of the 32-bit order key, most significant first
+ROW_INTS = N_LEVELS * 256 + 16  # per row: 4 histograms, then 2 compaction cursors (padded)
+HIST_LEVELS = tl.constexpr(N_LEVELS)
+HIST_STRIDE = tl.constexpr(ROW_INTS)
+
+
 @triton.jit
-def _radix_pass(src, S, prefix, kr, SHIFT: tl.constexpr, HI_MASK: tl.constexpr, BLOCK: tl.constexpr):
-    """One pass over the row: the 8-bit digit at SHIFT of the kr-th largest key among those
-    whose higher bits equal prefix. Returns (prefix with that digit, kr left below it)."""
-    offs = tl.arange(0, BLOCK)
+def _descend(HROW, prefix, kr, LEVEL: tl.constexpr):
+    """Fix the digit of level LEVEL from that level's finished histogram of the keys whose
+    higher digits equal prefix: the digit of the kr-th largest. Returns (prefix, kr left)."""
     bins = tl.arange(0, 256)
-    hist = tl.zeros([256], tl.int32)
-    n_out = 0
-    for n0 in range(0, S, BLOCK):
-        pos = n0 + offs
-        valid = pos < S
-        key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
-        match = valid & ((key & HI_MASK) == prefix)
-        digit = tl.where(match, (key >> SHIFT) & 0xFF, 0).to(tl.int32)
-        hist += tl.histogram(digit, 256)
-        n_out += tl.sum((~match).to(tl.int32), 0)
-    hist = hist - tl.where(bins == 0, n_out, 0)  # non-matching were counted in bin 0
+    hist = tl.load(HROW + LEVEL * 256 + bins)
     at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # count with digit >= bin
     d_star = tl.max(tl.where(at_or_above >= kr, bins, 0), 0)
     kr = kr - tl.sum(tl.where(bins > d_star, hist, 0), 0)
-    prefix = prefix | (d_star.to(tl.uint32) << SHIFT)
+    prefix = prefix | (d_star.to(tl.uint32) << (24 - 8 * LEVEL))
     return prefix, kr
 
 
 @triton.jit
-def _select_kernel(
-    SCORES, IDX, S, k,
-    BLOCK: tl.constexpr,
-):
-    """Exact top-k of one row of S fp32 scores: 4 radix passes of 8 bits, then compaction.
-
-    Reads the row 5 times (4*S bytes each, from L2 when it was just written), writes
-    k int32 indices.
-    """
-    row = tl.program_id(0).to(tl.int64)
-    src = SCORES + row * S
-    offs = tl.arange(0, BLOCK)
+def _prefix_of(HROW, k, LEVELS: tl.constexpr):
+    """The top 8*LEVELS bits of the k-th largest key and how many keys sharing them are
+    still to be taken, from the finished histograms of levels 0 .. LEVELS-1."""
     prefix = tl.zeros([], tl.uint32)
-    kr = k  # how many of the k are still to be found below the current prefix
-    prefix, kr = _radix_pass(src, S, prefix, kr, 24, 0x00000000, BLOCK)
-    prefix, kr = _radix_pass(src, S, prefix, kr, 16, 0xFF000000, BLOCK)
-    prefix, kr = _radix_pass(src, S, prefix, kr, 8, 0xFFFF0000, BLOCK)
-    prefix, kr = _radix_pass(src, S, prefix, kr, 0, 0xFFFFFF00, BLOCK)
-    # prefix is the k-th largest key: take every key above it and the first kr equal to it.
-    n_gt = 0
-    n_eq = 0
-    base_eq = k - kr
-    dst = IDX + row * k
-    for n0 in range(0, S, BLOCK):
+    kr = k
+    for lv in tl.static_range(LEVELS):
+        prefix, kr = _descend(HROW, prefix, kr, lv)
+    return prefix, kr
+
+
+@triton.jit
+def _digit_hist(key, valid, prefix, LEVEL: tl.constexpr):
+    """Histogram (256 bins) of the LEVEL digit of the valid keys whose higher digits equal
+    prefix (keys that do not match are not counted)."""
+    if LEVEL == 0:
+        match = valid
+    else:
+        hi = (0xFFFFFFFF << (32 - 8 * LEVEL)) & 0xFFFFFFFF
+        match = valid & ((key & hi) == prefix)
+    digit = tl.where(match, (key >> (24 - 8 * LEVEL)) & 0xFF, 0).to(tl.int32)
+    n_out = tl.sum((~match).to(tl.int32), 0)  # counted in bin 0 above: taken back out
+    bins = tl.arange(0, 256)
+    return tl.histogram(digit, 256) - tl.where(bins == 0, n_out, 0)
+
+
+@triton.jit
+def _flush_hist(HROW, hist, LEVEL: tl.constexpr):
+    bins = tl.arange(0, 256)
+    tl.atomic_add(HROW + LEVEL * 256 + bins, hist, mask=hist != 0, sem="relaxed")
+
+
+@triton.jit
+def _hist_kernel(SCORES, HIST, S, chunk, k, LEVEL: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (rows, chunks of S): adds this chunk's histogram of level LEVEL to its row's."""
+    row = tl.program_id(0).to(tl.int64)
+    start = tl.program_id(1) * chunk
+    end = tl.minimum(start + chunk, S)
+    hrow = HIST + row * HIST_STRIDE
+    prefix, kr = _prefix_of(hrow, k, LEVEL)
+    offs = tl.arange(0, BLOCK)
+    hist = tl.zeros([256], tl.int32)
+    for n0 in range(start, end, BLOCK):
         pos = n0 + offs
-        valid = pos < S
-        key = _order_key(tl.load(src + pos, mask=valid, other=0.0))
-        gt = valid & (key > prefix)
-        eq = valid & (key == prefix)
-        c_gt = tl.cumsum(gt.to(tl.int32), 0)
-        c_eq = tl.cumsum(eq.to(tl.int32), 0)
-        tl.store(dst + n_gt + c_gt - 1, pos, mask=gt)
-        take_eq = eq & (n_eq + c_eq <= kr)
-        tl.store(dst + base_eq + n_eq + c_eq - 1, pos, mask=take_eq)
-        n_gt += tl.sum(gt.to(tl.int32), 0)
-        n_eq += tl.sum(eq.to(tl.int32), 0)
+        valid = pos < end
+        key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
+        hist += _digit_hist(key, valid, prefix, LEVEL)
+    _flush_hist(hrow, hist, LEVEL)
+
+
+@triton.jit
+def _compact_kernel(SCORES, HIST, IDX, S, chunk, k, BLOCK: tl.constexpr):
+    """Grid (rows, chunks of S): writes the positions of keys above the k-th largest and as
+    many of the keys equal to it as are still needed, through two per-row atomic cursors
+    (which tied positions are taken depends on program order)."""
+    row = tl.program_id(0).to(tl.int64)
+    start = tl.program_id(1) * chunk
+    end = tl.minimum(start + chunk, S)
+    hrow = HIST + row * HIST_STRIDE
+    t, kr = _prefix_of(hrow, k, HIST_LEVELS)  # t: the k-th largest key; kr of its ties go in
+    offs = tl.arange(0, BLOCK)
+    dst = IDX + row * k
+    for n0 in range(start, end, BLOCK):
+        pos = n0 + offs
+        valid = pos < end
+        key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
+        gt = valid & (key > t)
+        eq = valid & (key == t)
+        n_gt = tl.sum(gt.to(tl.int32), 0)
+        n_eq = tl.sum(eq.to(tl.int32), 0)
+        if n_gt > 0:
+            base = tl.atomic_add(hrow + HIST_LEVELS * 256, n_gt, sem="relaxed")
+            tl.store(dst + base + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
+        if n_eq > 0:
+            base = tl.atomic_add(hrow + HIST_LEVELS * 256 + 1, n_eq, sem="relaxed")
+            slot = base + tl.cumsum(eq.to(tl.int32), 0)  # 1-based among the ties
+            tl.store(dst + (k - kr) + slot - 1, pos, mask=eq & (slot <= kr))
 
 
 @triton.jit
@@ -304,8 +356,9 @@ class SparqState:
         self.G = Hq // Hkv
         dev = q.device
         rows = B * Hkv
-        self.n_chunks = n_splits_for(rows, S, BLOCK_S, waves=4.0)
-        self.chunk = chunk_for(S, self.n_chunks, BLOCK_S)
+        self.block_s = BLOCK_S
+        self.n_chunks = n_splits_for(rows, S, self.block_s, waves=SCORE_WAVES)
+        self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.n_splits = n_splits_for(rows, k, BLOCK_K, waves=4.0)
         self.chunk_k = chunk_for(k, self.n_splits, BLOCK_K)
         f32 = torch.float32
@@ -315,6 +368,8 @@ class SparqState:
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
+        # split selection: its level-0 histogram is filled by the score kernel
+        self.sel = None if use_registers(rows, S) else SelectWorkspace(rows, S, dev)
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
@@ -332,30 +387,55 @@ def _meta(q, cache):
     return dict(G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d), UPCAST=INTERPRET)
 
 
-def sparq_score(q, cache: KVCache, state: SparqState, num_warps=4):
+def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     """Steps 1-5's ranking score: fills state.scores [B, H_kv, S] (fp32) and statistics."""
     check_q(q, cache)
     KT = cache.KT
     Hkv = cache.n_kv_heads
     meta = _meta(q, cache)
     grid = (q.shape[0] * Hkv, state.n_chunks)
+    fuse = state.sel is not None
+    if fuse:
+        state.sel.hist.zero_()
     args = (
         q, KT, state.scores, state.qm, state.inv_tau, state.m_stat, state.l_stat,
+        state.sel.hist if fuse else state.scores,
         state.S, state.chunk, state.n_chunks, state.l, state.r,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
-    common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=BLOCK_S, NCP=pow2_bucket(state.n_chunks),
-                  num_warps=num_warps, **meta)
+    common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),
+                  num_warps=num_warps or SCORE_WARPS, **meta)
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, **common)
+        _score_kernel[grid](*args, PASS=0, FUSE_HIST=fuse, **common)
     else:
-        _score_kernel[grid](*args, PASS=1, **common)
-        _score_kernel[grid](*args, PASS=2, **common)
+        _score_kernel[grid](*args, PASS=1, FUSE_HIST=False, **common)
+        _score_kernel[grid](*args, PASS=2, FUSE_HIST=fuse, **common)
     return state.scores
 
 
-def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, block=SELECT_BLOCK, num_warps=8):
-    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
+class SelectWorkspace:
+    """Histograms and cursors of the split selection for `rows` rows of S scores: one
+    memset per call clears them (graph safe)."""
+
+    def __init__(self, rows: int, S: int, device, block: int | None = None):
+        self.block = block or SELECT_BLOCK
+        self.n_chunks = n_splits_for(rows, S, self.block, waves=SELECT_WAVES)
+        self.chunk = chunk_for(S, self.n_chunks, self.block)
+        self.hist = torch.empty((rows, ROW_INTS), dtype=torch.int32, device=device)
+
+
+def use_registers(rows: int, S: int) -> bool:
+    """One program per row with the row in registers, or rows split over many programs."""
+    return S <= REG_SELECT_MAX and rows >= REG_SELECT_MIN_ROWS
+
+
+def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
+                 ws: SelectWorkspace | None = None, first_level: int = 0, num_warps: int | None = None):
+    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
+
+    first_level=1 means the caller already filled ws.hist's level-0 histogram (the score
+    kernel does, as it writes the scores) after clearing it.
+    """
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -364,17 +444,26 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     rows = scores.numel() // S
     if out is None:
         out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
-    if S <= REG_SELECT_MAX:
+    if first_level == 0 and use_registers(rows, S):
         block = triton.next_power_of_2(S)
         _select_reg_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=max(4, min(32, block // 1024)))
-    else:
-        _select_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=num_warps)
+        return out
+    if ws is None:
+        ws = SelectWorkspace(rows, S, scores.device)
+    if first_level == 0:
+        ws.hist.zero_()
+    grid = (rows, ws.n_chunks)
+    num_warps = num_warps or SELECT_WARPS
+    for level in range(first_level, N_LEVELS):
+        _hist_kernel[grid](scores, ws.hist, S, ws.chunk, k, LEVEL=level, BLOCK=ws.block, num_warps=num_warps)
+    _compact_kernel[grid](scores, ws.hist, out, S, ws.chunk, k, BLOCK=ws.block, num_warps=num_warps)
     return out
 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    return topk_indices(state.scores, state.k, out=state.idx)
+    first = 0 if state.sel is None else 1
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, first_level=first)
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=3):

@@ -22,11 +22,16 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-@pytest.fixture(params=["registers", "streaming"], autouse=True)
+@pytest.fixture(params=["registers", "split", "split-small-chunks"], autouse=True)
 def select_path(request, monkeypatch):
-    """Run each test on both selection kernels: rows in registers, and rows streamed."""
-    if request.param == "streaming":
+    """Run each test on both selection kernels: a row in registers, and rows split over
+    programs (with chunks small enough that each row has several)."""
+    if request.param == "registers":
+        monkeypatch.setattr(sparq_module, "REG_SELECT_MIN_ROWS", 0)
+    else:
         monkeypatch.setattr(sparq_module, "REG_SELECT_MAX", 0)
+    if request.param == "split-small-chunks":
+        monkeypatch.setattr(sparq_module, "SELECT_BLOCK", 256)
 
 
 def check(scores, k):

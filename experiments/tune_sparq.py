@@ -1,0 +1,135 @@
+"""Tile and grid sweep of the SparQ score and selection kernels on one GPU.
+
+For each shape and configuration: the whole SparQ step is checked against the float64
+reference (batch element 0, with the kernel's chosen positions) and the selection against
+torch.topk, then score and select are timed (CUDA graphs, median). Selection alone is
+also swept on fp32 random scores against torch.topk.
+
+    python experiments/tune_sparq.py --out reports/kernels
+Writes tune_sparq.json; prints the three best configurations per shape and phase.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+from pathlib import Path
+
+import torch
+import triton
+
+from sparq_perf import phases as P
+from sparq_perf.kernels import sparq as sp
+from sparq_perf.kernels.reference import sparq_reference
+from sparq_perf.kernels.runners import phase_runners
+from sparq_perf.measure.point import CHECK_TOL, _rel_err, _random_cache
+from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
+
+H_Q, D = 32, 128
+SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
+SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
+SCORE_GRID = dict(BLOCK_S=(256, 512, 1024), SCORE_WAVES=(1.0, 2.0, 4.0), SCORE_WARPS=(4, 8))
+SELECT_GRID = dict(SELECT_BLOCK=(1024, 2048, 4096), SELECT_WAVES=(2.0, 4.0, 8.0), SELECT_WARPS=(4, 8))
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *SELECT_GRID, "REG_SELECT_MIN_ROWS"]}
+
+
+def configs(grid):
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+
+
+def apply(cfg):
+    for name, value in {**DEFAULTS, **cfg}.items():
+        setattr(sp, name, value)
+
+
+def check_step(runner, q, cache, r, k):
+    st = runner.state
+    st.out.fill_(float("nan"))
+    out = runner[P.SPARQ_DECODE]()
+    S = cache.length
+    ref, _ = sparq_reference(q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
+                             cache.v_bar[0:1].double(), r, k, 0, True, i2=st.idx[0:1])
+    err = _rel_err(out[0:1], ref)
+    want = torch.topk(st.scores, k, dim=-1).values.sort(-1).values
+    got = torch.gather(st.scores, 2, st.idx.long()).sort(-1).values
+    if not err < CHECK_TOL or not torch.equal(want, got):
+        raise RuntimeError(f"check failed: err {err:.3g}, selection equal {torch.equal(want, got)}")
+    return err
+
+
+def sweep_step(B, S, Hkv, gen, res):
+    r, k = 16, S // 16
+    n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
+    caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
+    qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
+    trials = [("score", c) for c in configs(SCORE_GRID)] + [("select", c) for c in configs(SELECT_GRID)]
+    if S <= sp.REG_SELECT_MAX:
+        trials.append(("select", {"REG_SELECT_MIN_ROWS": 0}))
+    for phase, cfg in trials:
+        apply(cfg)
+        runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
+        err = check_step(runs[0], qs[0], caches[0], r, k)
+        name = P.SPARQ_SCORE if phase == "score" else P.SPARQ_SELECT
+        t = time_calls([x[name] for x in runs], target_s=0.05)
+        res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, phase=name, config=cfg, us=t["median_s"] * 1e6,
+                        check_rel_err=err))
+        del runs
+    apply({})
+    del caches
+
+
+def sweep_select(rows, S, gen, res):
+    scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(min(4, sets_for_cold_l2(rows * S * 4)))]
+    for k in (S // 16, 128):
+        want = torch.topk(scores[0], k, dim=-1).values.sort(-1).values
+        t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
+        res.append(dict(kind="select", rows=rows, S=S, k=k, config="torch.topk", us=t["median_s"] * 1e6))
+        trials = configs(SELECT_GRID) + ([{"REG_SELECT_MIN_ROWS": 0}] if S <= sp.REG_SELECT_MAX else [])
+        for cfg in trials:
+            apply(cfg)
+            outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in scores]
+            wss = [sp.SelectWorkspace(rows, S, "cuda") for _ in scores]
+            outs[0].fill_(-1)
+            sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
+            if not torch.equal(torch.gather(scores[0], 1, outs[0].long()).sort(-1).values, want):
+                raise RuntimeError(f"selection != torch.topk at {rows}x{S} k={k} {cfg}")
+            t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
+                           target_s=0.05)
+            res.append(dict(kind="select", rows=rows, S=S, k=k, config=cfg, us=t["median_s"] * 1e6))
+        apply({})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="reports/kernels")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    res = []
+    for rows, S in SELECT_ALONE:
+        sweep_select(rows, S, gen, res)
+        print("select", rows, S, flush=True)
+    for B, S, Hkv in SHAPES:
+        sweep_step(B, S, Hkv, gen, res)
+        print("step", B, S, Hkv, flush=True)
+    prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": os.environ.get("GIT_COMMIT", "unknown"), "defaults": DEFAULTS}
+    with open(out / "tune_sparq.json", "w") as f:
+        json.dump({"provenance": prov, "rows": res}, f, indent=0)
+    groups = {}
+    for x in res:
+        key = (x["kind"], x.get("B", x.get("rows")), x["S"], x.get("Hkv", ""), x.get("phase", x.get("k")))
+        groups.setdefault(key, []).append(x)
+    for key, xs in groups.items():
+        best = sorted(xs, key=lambda x: x["us"])[:3]
+        base = [x["us"] for x in xs if x["config"] == "torch.topk"]
+        print(key, "topk %.0f" % base[0] if base else "", [(x["config"], round(x["us"], 1)) for x in best])
+
+
+if __name__ == "__main__":
+    main()
