@@ -16,13 +16,15 @@ pytest.importorskip("plotly")
 import plotly.graph_objects as go  # noqa: E402
 
 from sparq_perf import rows as R  # noqa: E402
+from sparq_perf.compare import compare_rows  # noqa: E402
 from sparq_perf.errors import UserError  # noqa: E402
 from sparq_perf.hardware import builtin_profiles  # noqa: E402
 from sparq_perf.models import builtin_models  # noqa: E402
 from sparq_perf.predict import Settings, predict  # noqa: E402
 from sparq_perf.report import build as B  # noqa: E402
 from sparq_perf.report import figures as F  # noqa: E402
-from sparq_perf.report.grid import grid_rows  # noqa: E402
+from sparq_perf.report import page  # noqa: E402
+from sparq_perf.report.grid import RIVAL_METHODS, SETTINGS, grid_rows, rival_rows  # noqa: E402
 
 SMALL = dict(models=("llama2-7b", "llama3-8b"), devices=("h100-sxm", "a100-40gb-sxm"), batches=(1, 8),
              seq_lens=(1024, 4096, 16384))
@@ -88,7 +90,8 @@ def small_views(small_rows):
 
 def test_every_view_has_a_valid_figure_for_every_selection(small_views):
     n = {"fig-speedup": 2 * 2 * 2, "fig-roofline": 2 * 2 * 2 * 4, "fig-phases": 2 * 2 * 2 * 4,
-         "fig-accuracy": 1, "fig-memory": 2 * 2 * 2, "fig-heatmap": 2 * 2 * 4}
+         "fig-accuracy": 1, "fig-memory": 2 * 2 * 2, "fig-heatmap": 2 * 2 * 4,
+         "fig-rivals": 2 * 2 * 2 * 3}  # rivals: the three settings that are a target compression
     for vid, view in small_views.items():
         assert len(view.states) == n[vid], vid
         for key, fig in view.states.items():
@@ -152,6 +155,77 @@ def test_memory_and_heatmap(small_views):
     assert all(s / d == pytest.approx(1.5, rel=1e-3) for d, s in zip(dense["y"], sparq["y"]))  # K twice
     heat = small_views["fig-heatmap"].states["llama2-7b|h100-sxm|1/8"]
     assert heat["data"][0]["y"] == ["B=1", "B=8"] and len(heat["data"][0]["x"]) == 3
+
+
+def test_rival_rows_are_compare_rows():
+    """One vectorized evaluate per (model, device) gives what compare_rows gives per batch and compression."""
+    got = rival_rows(models=SMALL["models"], devices=SMALL["devices"], batches=SMALL["batches"],
+                     seq_lens=SMALL["seq_lens"])
+    assert set(got.setting) == {"1/2", "1/4", "1/8"} and set(got.method) == {"dense", *RIVAL_METHODS}
+    got = got.set_index(["model", "device", "batch", "setting", "method", "seq_len"])
+    n = 0
+    for model in SMALL["models"]:
+        for device in SMALL["devices"]:
+            for batch in SMALL["batches"]:
+                for s in SETTINGS[:3]:
+                    for want in compare_rows(builtin_models()[model], builtin_profiles()[device],
+                                             seq_len=SMALL["seq_lens"], batch=batch, compression=s.compression,
+                                             methods=RIVAL_METHODS):
+                        row = got.loc[(model, device, batch, s.label, want["method"], want["seq_len"])]
+                        for c in ("label", "params", "note", "speedup_step", "speedup_attention",
+                                  "kv_bytes_per_sequence", "max_batch", "fits", "reachable", "evicts"):
+                            assert row[c] == want[c], (model, device, batch, s.label, want["method"], c)
+                        n += 1
+    assert n == 2 * 2 * 2 * 3 * (1 + len(RIVAL_METHODS)) * 3  # dense too
+
+
+def test_rivals_figure_shows_compare_rows_and_dashes_eviction(small_views):
+    fig = small_views["fig-rivals"].states["llama3-8b|a100-40gb-sxm|8|1/4"]
+    title = fig["layout"]["title"]["text"]
+    assert title == "SparQ among its rivals: llama3-8b on a100-40gb-sxm, batch 8, compression 1/4"
+    want = compare_rows(builtin_models()["llama3-8b"], builtin_profiles()["a100-40gb-sxm"], seq_len=SMALL["seq_lens"],
+                        batch=8, compression=1 / 4, methods=RIVAL_METHODS)
+    left = {t["name"]: t for t in fig["data"] if t.get("xaxis", "x") == "x"}
+    right = {t["name"]: t for t in fig["data"] if t.get("xaxis") == "x2" and t["name"] in left}
+    assert list(left) == ["dense", "SparQ", "SparQ 1xK", "Quest", "Double Sparsity", "Loki", "H2O", "StreamingLLM",
+                          "FlexGen top-k"]
+    for row in want:
+        i = left[row["label"]]["x"].index(row["seq_len"])
+        assert left[row["label"]]["y"][i] == pytest.approx(row["speedup_step"], rel=1e-4)
+        assert left[row["label"]]["text"][i] == row["params"]
+        assert right[row["label"]]["y"][i] == pytest.approx(row["kv_bytes_per_sequence"] / 2**30, rel=1e-4)
+        assert right[row["label"]]["customdata"][i] == row["max_batch"]
+    sparq_16k = next(r for r in want if r["method"] == "sparq" and r["seq_len"] == 16384)
+    assert left["SparQ"]["y"][left["SparQ"]["x"].index(16384)] == pytest.approx(sparq_16k["speedup_step"], rel=1e-4)
+    # eviction methods dashed, with the warning in the hover; the others solid, or dotted where unreachable
+    for name, t in [*left.items(), *right.items()]:
+        evicts = name in ("H2O", "StreamingLLM")
+        assert (t["line"]["dash"] == "dash") == evicts, name
+        assert ("evicted tokens cannot be recovered" in t["hovertemplate"]) == evicts, name
+    assert left["FlexGen top-k"]["line"]["dash"] == "dot" and left["SparQ"]["line"]["dash"] == "solid"
+    # the room line: (usable memory - weights) / batch, in GiB
+    hw, m = builtin_profiles()["a100-40gb-sxm"], builtin_models()["llama3-8b"]
+    room = next(t for t in fig["data"] if t["name"].startswith("room for KV"))
+    assert room["y"][0] == pytest.approx((hw.usable_bytes - m.n_params * 2) / 8 / 2**30, rel=1e-4)
+    # open markers exactly where the batch does not fit
+    h2o_fits = [r["fits"] for r in want if r["method"] == "h2o"]
+    symbol = left["H2O"]["marker"]["symbol"]
+    assert (symbol == "circle") if all(h2o_fits) else symbol == [0 if f else 100 for f in h2o_fits]
+
+
+def test_pack_round_trips_every_selection(small_views):
+    """What the page's script rebuilds from templates and patches is each figure (None: key removed)."""
+    for view in small_views.values():
+        packed = page.pack(view)
+        # one template per model and setting for the rivals, one for the others
+        assert len(packed["templates"]) == (2 * 3 if view.id == "fig-rivals" else min(1, len(view.states)))
+        for key, fig in view.states.items():
+            s = packed["states"][key]
+            template = packed["templates"][s.get("template", 0)]
+            data = [t if "tpl" not in t else {k: v for k, v in {**template["data"][t["tpl"]], **t}.items()
+                                              if k != "tpl" and v is not None} for t in s["data"]]
+            layout = {k: v for k, v in {**template["layout"], **s["layout"]}.items() if v is not None}
+            assert data == fig["data"] and layout == fig["layout"], (view.id, key)
 
 
 def test_accuracy_figure_writes_median_and_p90(small_rows):
@@ -252,7 +326,7 @@ def test_report_in_headless_chromium(small_rows, tmp_path):
         driver.get(out.resolve().as_uri())
         plots = driver.find_elements(By.CSS_SELECTOR, "div.plot")
         assert [p.get_attribute("id") for p in plots] == ["fig-speedup", "fig-roofline", "fig-phases", "fig-accuracy",
-                                                         "fig-memory", "fig-heatmap"]
+                                                         "fig-memory", "fig-heatmap", "fig-rivals"]
         WebDriverWait(driver, 20).until(lambda d: d.execute_script(
             "return Array.from(document.querySelectorAll('div.plot')).every(function (p) {"
             " return p.querySelector('.main-svg') && p.data && p.data.length > 0; })"))
@@ -275,6 +349,13 @@ def test_report_in_headless_chromium(small_rows, tmp_path):
         WebDriverWait(driver, 10).until(lambda d: _figure_state(d, "fig-roofline") != roof1)
         roof2 = json.loads(_figure_state(driver, "fig-roofline"))
         assert roof2["title"] == "Roofline: llama3-8b on a100-40gb-sxm, batch 1, compression r=32, k=128"
+        # the rivals need a target compression: a fixed (r, k) says so instead of a figure
+        rivals_missing = driver.find_element(By.ID, "fig-rivals-missing")
+        assert rivals_missing.is_displayed() and "target compression" in rivals_missing.text
+        Select(driver.find_element(By.ID, "control-setting")).select_by_value("1/4")
+        WebDriverWait(driver, 10).until(lambda d: not d.find_element(By.ID, "fig-rivals-missing").is_displayed())
+        rivals = json.loads(_figure_state(driver, "fig-rivals"))
+        assert rivals["title"] == "SparQ among its rivals: llama3-8b on a100-40gb-sxm, batch 1, compression 1/4"
         assert _figure_state(driver, "fig-roofline") != roof0
         assert "a100-40gb-sxm" in json.loads(_figure_state(driver, "fig-speedup"))["title"]  # speedup followed too
         assert "#model=llama3-8b" in driver.current_url and "device=a100-40gb-sxm" in driver.current_url

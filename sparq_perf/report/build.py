@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .. import rows as R
+from ..cost.attention import SparqImpl
+from ..cost.rivals import DEFAULT_IMPLS
 from ..errors import UserError
 from ..hardware import builtin_profiles
 from ..models import builtin_models
 from . import figures as F
-from .grid import SETTINGS, grid_rows
+from .grid import SETTINGS, grid_rows, rival_rows
 from .page import View, render_page
 
 DEFAULT_MEASUREMENTS = "reports/*/rows.csv"
@@ -146,6 +148,27 @@ def views(pred: pd.DataFrame, measured: pd.DataFrame) -> list[View]:
                     "Predicted speedup of SparQ over dense for each batch and sequence length: attention of one "
                     "layer (left) and the whole decode step (right). Blue: SparQ faster; red: slower.",
                     dims, {k: F.heatmap_figure(r) for k, r in F.split(p_set, dims, inner).items()}))
+
+    dims, inner = ("model", "device", "batch", "setting"), ("method",)
+    rivals = rival_rows(models=[m for m in _ordered(pred["model"]) if m in models],
+                        devices=[d for d in _ordered(pred["device"]) if d in profiles],
+                        batches=sorted(int(b) for b in pred["batch"].unique()),
+                        seq_lens=sorted(int(s) for s in pred["seq_len"].unique()),
+                        weight_dtype=str(pred["weight_dtype"].iloc[0]), kv_dtype=str(pred["kv_dtype"].iloc[0]))
+    out.append(View("fig-rivals", "7. SparQ among its rivals",
+                    "Each method at its own settings for the selected target compression (SparQ setting 1/2, 1/4 "
+                    "or 1/8; hover for the settings and caveats). Left: the whole decode step's speedup over dense "
+                    "(thin black line at 1) at the selected batch; open markers: that batch's weights and KV do not "
+                    "fit in the device's memory. Right: KV cache of one sequence, all layers; dotted red line: the "
+                    "memory left for KV after the weights, divided by the batch (points above it do not fit). "
+                    "<b>Dashed: eviction methods (H2O, StreamingLLM)</b>: evicted tokens cannot be recovered by "
+                    "later queries, a cost in accuracy no curve here shows (accuracy is not modelled for any method). "
+                    "Dotted: the method cannot reach the target (FlexGen's exact scores read all of K). "
+                    "Attention-only speedups: <code>sparq-perf compare</code>.",
+                    dims, {k: F.rivals_figure(r) for k, r in F.split(rivals, dims, inner).items()},
+                    template_dims=("model", "setting"),
+                    missing="The rivals are compared at a target compression: pick SparQ setting 1/2, 1/4 or 1/8 "
+                            "(a fixed r and k has no counterpart for the other methods)."))
     return out
 
 
@@ -252,6 +275,32 @@ GLOSSARY = [
     ("|error|", "|predicted time − measured time| / measured time, for a measured row."),
     ("largest batch that fits", "floor((usable memory − weight bytes) / KV bytes per sequence); usable memory is "
                                 "the device capacity × the profile's usable fraction."),
-    ("units", "µs = 10<sup>−6</sup> s, ms = 10<sup>−3</sup> s, GB = 10<sup>9</sup> bytes, TB/s = 10<sup>12</sup> "
-              "bytes per second, 1k positions = 1024."),
+    ("target compression (rivals)", "Each method's settings chosen so that its attention moves about c of dense's "
+                                    "KV bytes at long S (<code>sparq_perf.cost.rivals.params_for_compression</code>); "
+                                    "indices, scores and page metadata come on top in the implementation's bytes."),
+    ("SparQ", "Approximate scores from the r largest components of |q| over r rows of K<sup>T</sup>, then exact "
+              "attention over the top-k positions, mixed with the running mean of V. Keeps K twice (K and "
+              "K<sup>T</sup>)."),
+    ("SparQ 1xK", f"SparQ with K stored once: the r scattered elements of each key row cost a whole "
+                  f"{SparqImpl().sector_bytes}-byte sector each, so scoring reads more bytes, but the cache is "
+                  "dense's plus the running mean of V."),
+    ("Quest", f"Keys cut into pages of P = {DEFAULT_IMPLS['quest'].page_size} positions, each with the "
+              "element-wise min and max of its keys; an upper bound of q·k per page picks the top pages, then exact "
+              f"attention over their K and V. Its first {DEFAULT_IMPLS['quest'].dense_layers} layers run dense "
+              "attention."),
+    ("Double Sparsity", "r channels per KV head, chosen offline, copied into a label cache; scores over the labels "
+                        "pick the top-k positions, then exact attention over them."),
+    ("Loki", "Keys stored once in a per-head PCA basis: scores from the first r rotated dimensions of each key "
+             "row (a strided read of whole sectors), then exact attention over the top-k positions."),
+    ("H2O", "Eviction: the cache keeps only k positions, heavy hitters by accumulated attention score plus recent "
+            "ones. Reads and memory shrink with k, but evicted tokens cannot be recovered."),
+    ("StreamingLLM", f"Eviction (also LM-Infinite): the cache keeps {DEFAULT_IMPLS['streaming-llm'].sinks} initial "
+                     "'sink' positions and a window of the most recent ones, k in all; evicted tokens cannot be "
+                     "recovered."),
+    ("FlexGen top-k", "Exact scores over all of K, then only the top-k rows of V: at least half of dense's bytes, "
+                      "so it cannot reach a compression of 1/2 or below."),
+    ("eviction", "Dropping positions from the KV cache for good (H2O, StreamingLLM): unlike SparQ and the other "
+                 "selection methods, a later query can never attend to an evicted token."),
+    ("units", "µs = 10<sup>−6</sup> s, ms = 10<sup>−3</sup> s, GB = 10<sup>9</sup> bytes, GiB = 2<sup>30</sup> "
+              "bytes, TB/s = 10<sup>12</sup> bytes per second, 1k positions = 1024."),
 ]

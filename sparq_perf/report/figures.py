@@ -482,3 +482,71 @@ def heatmap_figure(rows: Rows) -> dict:
         annotations=[_subplot_title("attention, one layer", 0.22), _subplot_title("whole decode step (TPOT)", 0.72)],
     )
     return {"data": data, "layout": layout}
+
+
+# ---------------------------------------------------------------------------------------
+# 7. SparQ among its rivals  (rows of `grid.rival_rows`, indexed by method)
+
+GIB = 2.0**30
+# method -> (colour, line width); eviction methods are drawn dashed, methods that cannot reach
+# the target compression dotted.
+RIVAL_STYLE = {"dense": ("#222", 1), "sparq": ("#1f77b4", 3.5), "sparq-1xk": ("#6baed6", 2), "quest": ("#ff7f0e", 2),
+               "double-sparsity": ("#2ca02c", 2), "loki": ("#9467bd", 2), "h2o": ("#8c564b", 2),
+               "streaming-llm": ("#e377c2", 2), "flexgen": ("#7f7f7f", 2)}
+
+
+def rival_dash(part: Part) -> str:
+    if part["evicts"][0]:
+        return "dash"
+    return "solid" if part["reachable"].all() else "dot"
+
+
+def rivals_figure(rows: Rows) -> dict:
+    """Each method at its own settings for the selected compression: whole-step speedup over dense
+    (left) and KV cache of one sequence (right) against S. Eviction methods dashed; open markers
+    where the selected batch does not fit; on the right, the room for KV per sequence at that batch.
+    Hover texts name neither batch nor device (the title does), so selections share them."""
+    batch, device = int(rows.labels["batch"]), rows.labels["device"]
+    data, seqs, room = [], set(), None
+    for (method,) in sorted(rows.keys(), key=lambda k: list(RIVAL_STYLE).index(k[0]) if k[0] in RIVAL_STYLE else 99):
+        p = rows.get(method)
+        seqs.update(int(s) for s in p["seq_len"])
+        room = float(p["kv_room_bytes"][0])
+        color, width = RIVAL_STYLE.get(method, ("#000", 2))
+        line = {"color": color, "width": width, "dash": rival_dash(p)}
+        name, note = str(p["label"][0]), "".join(f"<br><i>{n}</i>" for n in str(p["note"][0]).split("; ") if n)
+        common = {"type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": method, "line": line,
+                  "x": p["seq_len"].tolist()}
+        fits = p["fits"].astype(bool)
+        data.append({
+            **common, "text": p["params"].tolist(), "y": _list(p["speedup_step"]),
+            "marker": {"size": 7, "symbol": "circle" if fits.all() else np.where(fits, 0, 100).tolist()},  # 100: open
+            "hovertemplate": (f"<b>{name}</b> (%{{text}})<br>S = %{{x:,}}<br>whole step: %{{y:.3f}}× dense"
+                              f"{note}<extra></extra>"),
+        })
+        data.append({
+            **common, "showlegend": False, "xaxis": "x2", "yaxis": "y2", "marker": {"size": 6},
+            "y": _list(p["kv_bytes_per_sequence"] / GIB), "customdata": p["max_batch"].tolist(),
+            "hovertemplate": (f"<b>{name}</b><br>S = %{{x:,}}<br>KV cache %{{y:.4g}} GiB per sequence"
+                              f"<br>largest batch that fits: %{{customdata:,}}{note}<extra></extra>"),
+        })
+    seqs = sorted(seqs)
+    annotations = [_subplot_title("whole decode step (TPOT)", 0.23),
+                   _subplot_title("KV cache of one sequence, all layers", 0.77)]
+    if room is not None and room > 0:
+        data.append({"type": "scatter", "mode": "lines", "name": "room for KV per sequence at this batch",
+                     "xaxis": "x2", "yaxis": "y2", "x": [seqs[0], seqs[-1]], "y": _list([room / batch / GIB] * 2),
+                     "line": {"color": "#d62728", "dash": "dot", "width": 1.5},
+                     "hovertemplate": ("(usable memory − weights) / batch<br>= %{y:.4g} GiB per sequence: "
+                                       "above this line the batch does not fit<extra></extra>")})
+    else:
+        annotations.append({"text": f"the weights alone do not fit in {device}'s usable memory", "xref": "paper",
+                            "yref": "paper", "x": 0.77, "y": 0.95, "showarrow": False, "bgcolor": "#fff8e1"})
+    layout = _base_layout(
+        f"SparQ among its rivals: {rows.describe()}",
+        xaxis=_seq_axis(seqs, domain=[0, 0.46]), xaxis2=_seq_axis(seqs, domain=[0.54, 1]),
+        yaxis={"title": {"text": "speedup over dense (dense step time / method's)"}, "rangemode": "tozero"},
+        yaxis2={"type": "log", "anchor": "x2", "dtick": "D2", "title": {"text": "KV cache per sequence (GiB)"}},
+        annotations=annotations, height=560, legend={"orientation": "h", "y": -0.22},
+    )
+    return {"data": data, "layout": layout}

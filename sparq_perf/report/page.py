@@ -2,8 +2,8 @@
 plotly.js inline once and the figures' data as JSON. Opens offline: no network requests.
 
 Each view holds one figure per selection (key = the values of the controls it depends on,
-joined by '|'). To keep the file small, a view stores the first figure's traces and layout
-once, and every other selection as its differences from them.
+joined by '|'). To keep the file small, a view stores a few whole figures as templates, and
+every selection as its differences from the template it is closest to.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class View:
     dims: tuple = ()
     states: dict = field(default_factory=dict)  # key -> figure dict
     note: str = ""  # HTML shown instead of a figure when there are no states
+    missing: str = "No rows for this selection."  # HTML shown for a selection with no figure
+    template_dims: tuple = ()  # controls that change most of a figure: one template per value (see pack)
 
 
 _LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{8,}(?:[eE][-+]?\d+)?")  # unrounded doubles
@@ -40,27 +42,37 @@ def to_json(payload) -> str:
 
 
 def pack(view: View) -> dict:
-    """{id, dims, data, layout, states: {key: {data: [trace or patch], layout: patch}}}."""
-    states = view.states
-    if not states:
-        return {"id": view.id, "dims": list(view.dims), "data": [], "layout": {}, "states": {}}
-    first = next(iter(states.values()))
-    base_data, base_layout = first["data"], first["layout"]
-    packed = {}
-    for key, fig in states.items():
-        data = []
-        for i, trace in enumerate(fig["data"]):
-            if i < len(base_data) and base_data[i].get("name") == trace.get("name") and \
-                    base_data[i].get("type") == trace.get("type"):
-                patch = {k: v for k, v in trace.items() if base_data[i].get(k) != v}
-                patch.update({k: None for k in base_data[i] if k not in trace})
-                data.append({"tpl": i, **patch})
-            else:
-                data.append(trace)
-        layout = {k: v for k, v in fig["layout"].items() if base_layout.get(k) != v}
-        layout.update({k: None for k in base_layout if k not in fig["layout"]})
-        packed[key] = {"data": data, "layout": layout}
-    return {"id": view.id, "dims": list(view.dims), "data": base_data, "layout": base_layout, "states": packed}
+    """{id, dims, templates: [{data, layout}], states: {key: {template, data: [trace or patch], layout: patch}}}.
+
+    One template per value of `view.template_dims` (the first figure of each), or one for all."""
+    templates, which, packed = [], {}, {}
+    at = [view.dims.index(d) for d in view.template_dims]
+    for key, fig in view.states.items():
+        parts = key.split("|")
+        group = tuple(parts[i] for i in at)
+        if group not in which:
+            which[group] = len(templates)
+            templates.append(fig)
+        i = which[group]
+        packed[key] = {**({"template": i} if i else {}), **_patch(fig, templates[i])}
+    return {"id": view.id, "dims": list(view.dims), "templates": templates, "states": packed}
+
+
+def _patch(fig: dict, template: dict) -> dict:
+    """fig as {data: [trace, or {tpl: i, ...its differences from template trace i}], layout: differences}."""
+    base_data, base_layout = template["data"], template["layout"]
+    data = []
+    for i, trace in enumerate(fig["data"]):
+        if i < len(base_data) and base_data[i].get("name") == trace.get("name") and \
+                base_data[i].get("type") == trace.get("type"):
+            patch = {k: v for k, v in trace.items() if base_data[i].get(k) != v}
+            patch.update({k: None for k in base_data[i] if k not in trace})
+            data.append({"tpl": i, **patch})
+        else:
+            data.append(trace)
+    layout = {k: v for k, v in fig["layout"].items() if base_layout.get(k) != v}
+    layout.update({k: None for k in base_layout if k not in fig["layout"]})
+    return {"data": data, "layout": layout}
 
 
 def render_page(*, title: str, lede: str, controls: dict, initial: dict, views: list[View], glossary: list,
@@ -87,7 +99,7 @@ def _option_label(name: str, value: str) -> str:
 def _section(v: View) -> str:
     uses = ", ".join(CONTROL_LABELS[d] for d in v.dims) or "none (all measured rows)"
     body = (f'<div class="plot" id="{v.id}"></div>'
-            f'<p class="missing" id="{v.id}-missing" hidden>No rows for this selection.</p>') if v.states else \
+            f'<p class="missing" id="{v.id}-missing" hidden>{v.missing}</p>') if v.states else \
         f'<div class="note" id="{v.id}-note">{v.note}</div>'
     return (f'<section id="section-{v.id}"><h2>{html.escape(v.heading)}</h2>'
             f'<p class="intro">{v.intro} <span class="uses">Controls used: {html.escape(uses)}.</span></p>'
@@ -137,13 +149,14 @@ _APP_JS = r"""
   function figure(view) {
     var s = view.states[view.dims.map(function (d) { return state[d]; }).join("|")];
     if (!s) return null;
+    var template = view.templates[s.template || 0];
     var data = s.data.map(function (t) {
       if (t.tpl === undefined) return t;
-      var merged = Object.assign({}, view.data[t.tpl], t);
+      var merged = Object.assign({}, template.data[t.tpl], t);
       delete merged.tpl;
       return merged;
     });
-    var layout = Object.assign({}, view.layout, s.layout);
+    var layout = Object.assign({}, template.layout, s.layout);
     // plotly.js annotates the objects it is given: hand it copies.
     return {data: JSON.parse(JSON.stringify(data)), layout: JSON.parse(JSON.stringify(layout))};
   }
