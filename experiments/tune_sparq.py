@@ -31,7 +31,7 @@ H_Q, D = 32, 128
 SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(BLOCK_S=(256, 512, 1024), SCORE_WAVES=(1.0, 2.0, 4.0), SCORE_WARPS=(4, 8))
-SELECT_GRID = dict(SELECT_BLOCK=(1024, 2048, 4096), SELECT_WAVES=(2.0, 4.0, 8.0), SELECT_WARPS=(4, 8))
+SELECT_GRID = dict(SELECT_BLOCK=(1024, 2048, 4096), SELECT_WAVES=(2.0, 8.0), SELECT_WARPS=(4, 8))
 DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *SELECT_GRID, "REG_SELECT_MIN_ROWS"]}
 
 
@@ -60,12 +60,12 @@ def check_step(runner, q, cache, r, k):
     return err
 
 
-def sweep_step(B, S, Hkv, gen, res):
+def sweep_step(B, S, Hkv, gen, res, with_score):
     r, k = 16, S // 16
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
     qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
-    trials = [("score", c) for c in configs(SCORE_GRID)] + [("select", c) for c in configs(SELECT_GRID)]
+    trials = [("score", c) for c in configs(SCORE_GRID) if with_score] + [("select", c) for c in configs(SELECT_GRID)]
     if S <= sp.REG_SELECT_MAX:
         trials.append(("select", {"REG_SELECT_MIN_ROWS": 0}))
     for phase, cfg in trials:
@@ -105,6 +105,7 @@ def sweep_select(rows, S, gen, res):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
+    ap.add_argument("--score", action="store_true", help="also sweep the score kernel's tiles")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def main(argv=None):
         sweep_select(rows, S, gen, res)
         print("select", rows, S, flush=True)
     for B, S, Hkv in SHAPES:
-        sweep_step(B, S, Hkv, gen, res)
+        sweep_step(B, S, Hkv, gen, res, args.score)
         print("step", B, S, Hkv, flush=True)
     prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -14,9 +14,8 @@ sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components
              q masked to its top-r components and 1/tau per query head (for alpha).
 sparq_select exact radix select over the fp32 score bits, each row split over many programs
              so that batch 1 fills the GPU: 4 levels of 8-bit digits, each a launch that
-             adds per-chunk histograms into the row's (global atomics; level 0 is added by
-             the score kernel as it writes the scores), then a compaction launch writes the
-             positions above the k-th largest key and as many ties as needed through per-row
+             adds per-chunk histograms into the row's (global atomics), then a compaction
+             launch writes the positions above the k-th largest key and as many ties as needed through per-row
              atomic cursors: exactly k, unsorted. A one-program-per-row kernel with the row
              in registers is kept for many short rows.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
@@ -26,6 +25,7 @@ sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact at
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -43,12 +43,12 @@ BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in fl
 SELECT_BLOCK = 1024  # scores per tile in the split selection passes
 SELECT_WAVES = 4.0  # split selection: programs for about this many waves over the SMs
 REG_SELECT_MAX = 32768  # rows up to this length can be selected in registers (32 keys/thread at 32 warps)
-REG_SELECT_MIN_ROWS = 1 << 30  # ... when there are at least this many rows (set from the H100 benchmark)
+REG_SELECT_MIN_ROWS = 512  # ... when there are at least this many rows (H100 sweep: reports/kernels/tune_sparq.json)
 
 
 @triton.jit
 def _score_kernel(
-    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART, HIST,
+    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART,
     S, chunk, n_chunks, l_window, r,
     sQb, sQh, sTb, sTh, sTd, sMb, sMh,
     HKV,
@@ -57,7 +57,6 @@ def _score_kernel(
     BLOCK_S: tl.constexpr,
     NCP: tl.constexpr,  # chunks rounded up to a power of two (statistics merge, pass 2)
     PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
-    FUSE_HIST: tl.constexpr,  # also add the scores' level-0 selection histogram to HIST
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -107,7 +106,6 @@ def _score_kernel(
     m_i = tl.full([GP], -float("inf"), tl.float32)
     l_i = tl.zeros([GP], tl.float32)
     offs_s = tl.arange(0, BLOCK_S)
-    hist = tl.zeros([256], tl.int32)
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
         nm = pos < end
@@ -123,18 +121,11 @@ def _score_kernel(
             score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)  # the one head's logit
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
-            if FUSE_HIST:
-                hist += _digit_hist(_order_key(score), nm, 0, 0)
         if PASS == 2:
             s_hat = tl.exp2(z - m_tot[:, None]) * inv_l[:, None]
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
-            if FUSE_HIST:
-                hist += _digit_hist(_order_key(score), nm, 0, 0)
-    if FUSE_HIST:
-        if PASS != 1:
-            _flush_hist(HIST + pid * HIST_STRIDE, hist, 0)
     if PASS != 2:
         tl.store(M_PART + stat_row + chunk_id, m_i, mask=gm)
         tl.store(L_PART + stat_row + chunk_id, l_i, mask=gm)
@@ -175,6 +166,9 @@ N_LEVELS = 4  # 8-bit digits of the 32-bit order key, most significant first
 ROW_INTS = N_LEVELS * 256 + 16  # per row: 4 histograms, then 2 compaction cursors (padded)
 HIST_LEVELS = tl.constexpr(N_LEVELS)
 HIST_STRIDE = tl.constexpr(ROW_INTS)
+# tl.histogram takes a mask from some triton version on; without it, keys left out are
+# counted in bin 0 and taken back out
+HIST_MASK = tl.constexpr("mask" in inspect.signature(tl.histogram).parameters)
 
 
 @triton.jit
@@ -202,18 +196,28 @@ def _prefix_of(HROW, k, LEVELS: tl.constexpr):
 
 
 @triton.jit
-def _digit_hist(key, valid, prefix, LEVEL: tl.constexpr):
+def _digit_hist(key, pos, valid, prefix, LEVEL: tl.constexpr, MASKED: tl.constexpr):
     """Histogram (256 bins) of the LEVEL digit of the valid keys whose higher digits equal
-    prefix (keys that do not match are not counted)."""
+    prefix. Level 0 digits pile into a few bins (sign and exponent), and a histogram's
+    shared-memory atomics on one bin serialise: level 0 counts into 4 copies of the bins
+    picked by position, summed after. Keys that do not match are left out (MASKED), or
+    counted in bin 0 and taken back out where tl.histogram takes no mask."""
+    bins = tl.arange(0, 256)
     if LEVEL == 0:
-        match = valid
+        sub = ((pos >> 2) & 3).to(tl.int32)  # neighbouring lanes hold positions 4 apart
+        digit = ((key >> 24) & 0xFF).to(tl.int32)
+        spread = tl.histogram(tl.where(valid, digit * 4 + sub, 0), 1024)
+        n_out = tl.sum((~valid).to(tl.int32), 0)
+        return tl.sum(tl.reshape(spread, (256, 4)), 1) - tl.where(bins == 0, n_out, 0)
     else:
         hi = (0xFFFFFFFF << (32 - 8 * LEVEL)) & 0xFFFFFFFF
         match = valid & ((key & hi) == prefix)
-    digit = tl.where(match, (key >> (24 - 8 * LEVEL)) & 0xFF, 0).to(tl.int32)
-    n_out = tl.sum((~match).to(tl.int32), 0)  # counted in bin 0 above: taken back out
-    bins = tl.arange(0, 256)
-    return tl.histogram(digit, 256) - tl.where(bins == 0, n_out, 0)
+        digit = ((key >> (24 - 8 * LEVEL)) & 0xFF).to(tl.int32)
+        if MASKED:
+            return tl.histogram(digit, 256, mask=match)
+        else:
+            n_out = tl.sum((~match).to(tl.int32), 0)
+            return tl.histogram(tl.where(match, digit, 0), 256) - tl.where(bins == 0, n_out, 0)
 
 
 @triton.jit
@@ -236,7 +240,7 @@ def _hist_kernel(SCORES, HIST, S, chunk, k, LEVEL: tl.constexpr, BLOCK: tl.const
         pos = n0 + offs
         valid = pos < end
         key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-        hist += _digit_hist(key, valid, prefix, LEVEL)
+        hist += _digit_hist(key, pos, valid, prefix, LEVEL, HIST_MASK)
     _flush_hist(hrow, hist, LEVEL)
 
 
@@ -262,7 +266,8 @@ def _compact_kernel(SCORES, HIST, IDX, S, chunk, k, BLOCK: tl.constexpr):
         n_eq = tl.sum(eq.to(tl.int32), 0)
         if n_gt > 0:
             base = tl.atomic_add(hrow + HIST_LEVELS * 256, n_gt, sem="relaxed")
-            tl.store(dst + base + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
+            slot = base + tl.cumsum(gt.to(tl.int32), 0)  # 1-based among the k - kr above
+            tl.store(dst + slot - 1, pos, mask=gt & (slot <= k - kr))
         if n_eq > 0:
             base = tl.atomic_add(hrow + HIST_LEVELS * 256 + 1, n_eq, sem="relaxed")
             slot = base + tl.cumsum(eq.to(tl.int32), 0)  # 1-based among the ties
@@ -368,7 +373,6 @@ class SparqState:
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
-        # split selection: its level-0 histogram is filled by the score kernel
         self.sel = None if use_registers(rows, S) else SelectWorkspace(rows, S, dev)
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
@@ -394,28 +398,24 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     Hkv = cache.n_kv_heads
     meta = _meta(q, cache)
     grid = (q.shape[0] * Hkv, state.n_chunks)
-    fuse = state.sel is not None
-    if fuse:
-        state.sel.hist.zero_()
     args = (
         q, KT, state.scores, state.qm, state.inv_tau, state.m_stat, state.l_stat,
-        state.sel.hist if fuse else state.scores,
         state.S, state.chunk, state.n_chunks, state.l, state.r,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
     common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),
                   num_warps=num_warps or SCORE_WARPS, **meta)
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FUSE_HIST=fuse, **common)
+        _score_kernel[grid](*args, PASS=0, **common)
     else:
-        _score_kernel[grid](*args, PASS=1, FUSE_HIST=False, **common)
-        _score_kernel[grid](*args, PASS=2, FUSE_HIST=fuse, **common)
+        _score_kernel[grid](*args, PASS=1, **common)
+        _score_kernel[grid](*args, PASS=2, **common)
     return state.scores
 
 
 class SelectWorkspace:
     """Histograms and cursors of the split selection for `rows` rows of S scores: one
-    memset per call clears them (graph safe)."""
+    memset per call clears them (graph safe, and each call stands alone)."""
 
     def __init__(self, rows: int, S: int, device, block: int | None = None):
         self.block = block or SELECT_BLOCK
@@ -430,12 +430,8 @@ def use_registers(rows: int, S: int) -> bool:
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
-                 ws: SelectWorkspace | None = None, first_level: int = 0, num_warps: int | None = None):
-    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
-
-    first_level=1 means the caller already filled ws.hist's level-0 histogram (the score
-    kernel does, as it writes the scores) after clearing it.
-    """
+                 ws: SelectWorkspace | None = None, num_warps: int | None = None):
+    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -444,17 +440,16 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
     rows = scores.numel() // S
     if out is None:
         out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
-    if first_level == 0 and use_registers(rows, S):
+    if use_registers(rows, S):
         block = triton.next_power_of_2(S)
         _select_reg_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=max(4, min(32, block // 1024)))
         return out
     if ws is None:
         ws = SelectWorkspace(rows, S, scores.device)
-    if first_level == 0:
-        ws.hist.zero_()
+    ws.hist.zero_()
     grid = (rows, ws.n_chunks)
     num_warps = num_warps or SELECT_WARPS
-    for level in range(first_level, N_LEVELS):
+    for level in range(N_LEVELS):
         _hist_kernel[grid](scores, ws.hist, S, ws.chunk, k, LEVEL=level, BLOCK=ws.block, num_warps=num_warps)
     _compact_kernel[grid](scores, ws.hist, out, S, ws.chunk, k, BLOCK=ws.block, num_warps=num_warps)
     return out
@@ -462,8 +457,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    first = 0 if state.sel is None else 1
-    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, first_level=first)
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel)
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=3):

@@ -36,9 +36,14 @@ def select_path(request, monkeypatch):
 
 def check(scores, k):
     out = torch.full((*scores.shape[:-1], k), -1, dtype=torch.int32, device=DEV)
-    topk_indices(scores, k, out=out)
-    idx = out.long()
     S = scores.shape[-1]
+    ws = sparq_module.SelectWorkspace(scores.numel() // S, S, DEV)
+    topk_indices(scores, k, out=out, ws=ws)
+    first = out.clone()
+    out.fill_(-1)
+    topk_indices(scores, k, out=out, ws=ws)  # a second call on the same workspace stands alone
+    assert torch.equal(first.sort(-1).values, out.sort(-1).values)
+    idx = out.long()
     assert ((idx >= 0) & (idx < S)).all(), "unwritten or out-of-range index"
     for row in idx.reshape(-1, k).cpu():
         assert len(set(row.tolist())) == k, "an index was taken twice"
