@@ -42,8 +42,12 @@ SELECT_WARPS = 4
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 SELECT_BLOCK = 1024  # scores per tile in the split selection passes
 SELECT_WAVES = 4.0  # split selection: programs for about this many waves over the SMs
-REG_SELECT_MAX = 32768  # rows up to this length can be selected in registers (32 keys/thread at 32 warps)
-REG_SELECT_MIN_ROWS = 512  # ... when there are at least this many rows (H100 sweep: reports/kernels/tune_sparq.json)
+# One program per row, in registers, for rows up to REG_SELECT_MAX long (32 keys/thread at
+# 32 warps): always up to REG_SELECT_ALWAYS_S, and beyond it with at least
+# REG_SELECT_MIN_ROWS rows; otherwise rows are split (H100: reports/kernels/tune_sparq.json).
+REG_SELECT_MAX = 32768
+REG_SELECT_ALWAYS_S = 16384
+REG_SELECT_MIN_ROWS = 64
 
 
 @triton.jit
@@ -426,7 +430,7 @@ class SelectWorkspace:
 
 def use_registers(rows: int, S: int) -> bool:
     """One program per row with the row in registers, or rows split over many programs."""
-    return S <= REG_SELECT_MAX and rows >= REG_SELECT_MIN_ROWS
+    return S <= REG_SELECT_MAX and (S <= REG_SELECT_ALWAYS_S or rows >= REG_SELECT_MIN_ROWS)
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,

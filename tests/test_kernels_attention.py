@@ -133,3 +133,15 @@ def test_append_writes_both_layouts_and_mean(dtype):
     assert torch.equal(cache.V[:, :, S], v_new)
     all_v = torch.cat([v, v_new[:, :, None]], dim=2).double()
     assert torch.allclose(cache.v_bar.double(), all_v.mean(2), rtol=0, atol=1e-5)  # fp32 running mean
+
+
+def test_cost_model_knows_which_selection_kernel_runs():
+    """The cost model's selection passes follow the kernels' choice of path."""
+    from sparq_perf.cost.attention import SparqImpl
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    impl = SparqImpl()
+    assert impl.select_on_chip_max_s == sparq_kernels.REG_SELECT_MAX
+    assert impl.select_on_chip_always_s == sparq_kernels.REG_SELECT_ALWAYS_S
+    assert impl.select_on_chip_min_rows == sparq_kernels.REG_SELECT_MIN_ROWS
+    assert impl.select_passes_split == sparq_kernels.N_LEVELS + 1

@@ -27,7 +27,7 @@ def select_path(request, monkeypatch):
     """Run each test on both selection kernels: a row in registers, and rows split over
     programs (with chunks small enough that each row has several)."""
     if request.param == "registers":
-        monkeypatch.setattr(sparq_module, "REG_SELECT_MIN_ROWS", 0)
+        monkeypatch.setattr(sparq_module, "REG_SELECT_ALWAYS_S", 1 << 30)
     else:
         monkeypatch.setattr(sparq_module, "REG_SELECT_MAX", 0)
     if request.param == "split-small-chunks":
@@ -75,3 +75,4 @@ def test_ties_and_infinities():
 def test_softmax_like_scores():
     s = torch.softmax(torch.randn(2, 3000, device=DEV) * 4, dim=-1)
     check(s, 187)
+

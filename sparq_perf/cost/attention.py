@@ -34,9 +34,16 @@ class SparqImpl:
     """
 
     scores_in_memory: bool = True
-    select_passes: float = 1.0
-    select_passes_long: float = 5.0  # passes when a score row no longer fits on chip
-    select_on_chip_max_s: float = 32768  # our kernel keeps a row in registers up to this S
+    select_passes: float = 1.0  # a row held on chip: read once
+    # our kernels keep a row on chip (one program per row) up to select_on_chip_max_s:
+    # always up to select_on_chip_always_s, beyond it with at least select_on_chip_min_rows
+    # rows (sequences x KV heads); otherwise each row is split over many programs: 4 radix
+    # histogram passes and a compaction pass, plus a memset of the histograms
+    select_on_chip_max_s: float = 32768
+    select_on_chip_always_s: float = 16384
+    select_on_chip_min_rows: float = 64
+    select_passes_split: float = 5.0
+    select_launches_split: int = 6
     gqa_score_passes: int = 2  # g > 1: per-head softmax statistics first, then the group sum
     k_transposed: bool = True
     sector_bytes: int = 32
@@ -96,10 +103,12 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Step 5: the k largest group-summed scores (l most recent forced in)."""
     n, S, k = _pairs(w), np.asarray(w.seq_len, np.float64), np.asarray(w.k, np.float64)
-    passes = np.where(S <= impl.select_on_chip_max_s, impl.select_passes, impl.select_passes_long)
+    on_chip = (S <= impl.select_on_chip_max_s) & ((S <= impl.select_on_chip_always_s) | (n >= impl.select_on_chip_min_rows))
+    passes = np.where(on_chip, impl.select_passes, impl.select_passes_split)
+    launches = np.where(on_chip, impl.select_launches, impl.select_launches_split)
     reads = {"scores": n * S * STAT_BYTES * passes} if impl.scores_in_memory else {}
     writes = {"indices": n * k * INDEX_BYTES}
-    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * passes, launches=impl.select_launches)
+    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * passes, launches=launches)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
