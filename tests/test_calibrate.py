@@ -47,3 +47,24 @@ def test_a_wrong_model_shows_large_errors():
     cal = fit(rows, "h100-sxm", 3.0e12)
     # the same calibration judged on a device with half the copy bandwidth is ~2x off
     assert error_stats(cal, rows, copy_bandwidth_bytes_per_s=1.5e12)["all"]["median_abs_rel_error"] > 0.5
+
+
+def test_cross_device_script_on_the_committed_measurements(tmp_path, capsys):
+    """experiments/cross_device.py reads one GPU's calibration and another's rows."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("cross_device", root / "experiments" / "cross_device.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "x.json"
+    assert mod.main([str(root / "reports" / "h100-sxm"), str(root / "reports" / "h200"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["target_copy_bandwidth_bytes_per_s"] > res["source_copy_bandwidth_bytes_per_s"]
+    dense = res["cross_device"]["dense_decode"]
+    assert dense["n"] > 10 and 0 <= dense["median_abs_rel_error"] <= dense["p90_abs_rel_error"]
+    # the H200's bandwidth matters: predicting with the H100's own is worse for dense decode
+    assert res["cross_device_source_bandwidth"]["dense_decode"]["median_abs_rel_error"] > dense["median_abs_rel_error"]
+    assert "dense_decode" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""Cross-device check: one GPU's calibration, given only another GPU's measured copy
+bandwidth, predicts that GPU's measured rows.
+
+    python experiments/cross_device.py reports/h100-sxm reports/h200 [--out reports/cross_device.json]
+
+Prints median and 90th-percentile |predicted - measured| / measured per phase, three ways:
+the calibration on its own rows (in sample), on the other GPU's rows with that GPU's copy
+bandwidth (the check), and with the calibration's own bandwidth (what ignoring the
+device would cost).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sparq_perf.calibration import load_calibration
+from sparq_perf.measure.calibrate import error_stats
+from sparq_perf.rows import read_csv
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("source", help="measure output folder whose calibration.yaml is used")
+    ap.add_argument("target", help="measure output folder whose rows are predicted")
+    ap.add_argument("--out", help="write the statistics as JSON here")
+    args = ap.parse_args(argv)
+    src, dst = Path(args.source), Path(args.target)
+    cal = load_calibration(src / "calibration.yaml")
+    target_bw = json.loads((dst / "metadata.json").read_text())["copy_bandwidth_bytes_per_s"]
+    result = {
+        "calibration": str(src / "calibration.yaml"), "target_rows": str(dst / "rows.csv"),
+        "source_copy_bandwidth_bytes_per_s": cal.copy_bandwidth_bytes_per_s,
+        "target_copy_bandwidth_bytes_per_s": target_bw,
+        "in_sample": error_stats(cal, read_csv(src / "rows.csv")),
+        "cross_device": error_stats(cal, read_csv(dst / "rows.csv"), target_bw),
+        "cross_device_source_bandwidth": error_stats(cal, read_csv(dst / "rows.csv")),
+    }
+    print(f"{src.name} calibration ({cal.copy_bandwidth_bytes_per_s / 1e9:.0f} GB/s) -> {dst.name} rows "
+          f"({target_bw / 1e9:.0f} GB/s); median / p90 |predicted - measured| / measured")
+    print(f"{'phase':14s} {'in sample':>15s} {'cross-device':>15s} {'same bandwidth':>15s}")
+    for phase in result["cross_device"]:
+        cells = []
+        for key in ("in_sample", "cross_device", "cross_device_source_bandwidth"):
+            s = result[key].get(phase)
+            cells.append(f"{s['median_abs_rel_error'] * 100:5.1f}% / {s['p90_abs_rel_error'] * 100:5.1f}%" if s else "-")
+        print(f"{phase:14s} " + " ".join(f"{c:>15s}" for c in cells))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
