@@ -45,6 +45,8 @@ def measured_like(pred, factor_by_phase):
                         "source": "measured", "predicted_time_s": r["time_s"],
                         "time_s": r["time_s"] * factor_by_phase[r["phase"]], "count": 1.0, "scope": "layer",
                         "achieved_bytes_per_s": (r["bytes_read"] + r["bytes_written"]) / (r["time_s"] * factor_by_phase[r["phase"]])})
+            if r["method"] == "dense":  # as `measure` writes them: dense has no r and k
+                out[-1].update(r=None, k=None)
     return out
 
 

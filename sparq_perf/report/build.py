@@ -79,13 +79,15 @@ def frame(rows) -> pd.DataFrame:
 
 def with_settings(df: pd.DataFrame, settings=SETTINGS) -> pd.DataFrame:
     """Rows labelled with each SparQ setting whose (r, k) they match at their (d_h, S); a row two
-    settings share appears under both, a row that matches none is dropped."""
+    settings share appears under both, a row without r and k (dense, as measured) under every
+    setting, a row that matches none is dropped."""
     parts = []
     d_head = df["d_head"].fillna(0).to_numpy(np.int64)
     seq = df["seq_len"].fillna(0).to_numpy(np.int64)
+    unset = df["r"].isna().to_numpy() & df["k"].isna().to_numpy()
     for s in settings:
         r, k = s.rk(d_head, seq)
-        sel = (df["r"].to_numpy() == r) & (df["k"].to_numpy() == k)
+        sel = ((df["r"].to_numpy() == r) & (df["k"].to_numpy() == k)) | unset
         parts.append(df[sel].assign(setting=s.label))
     return pd.concat(parts, ignore_index=True)
 
