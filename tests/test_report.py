@@ -375,3 +375,10 @@ def test_report_in_headless_chromium(small_rows, tmp_path):
         print(f"screenshot: {shot}")
     finally:
         driver.quit()
+
+
+def test_numbers_for_the_page_keep_whole_numbers_exact():
+    from sparq_perf.report.figures import _list
+
+    assert _list([131072, 0.123456789, 2.5e-7]) == [131072, 0.12346, 2.5e-7]
+    assert _list([[65536, 1.0 / 3]]) == [[65536, 0.33333]]

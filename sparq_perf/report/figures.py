@@ -41,12 +41,18 @@ US, MS, GB, TFLOPS = 1e-6, 1e-3, 1e9, 1e12
 _SHORT = f"%.{SIGNIFICANT_DIGITS}g"
 
 
+def _short(v: float):
+    """Whole numbers (sequence lengths, k, batch) exactly; others to SIGNIFICANT_DIGITS."""
+    return int(v) if v.is_integer() and abs(v) < 2**53 else float(_SHORT % v)
+
+
 def _list(a) -> list:
-    """Numbers for the page, rounded to SIGNIFICANT_DIGITS (hover shows at most 4)."""
+    """Numbers for the page: whole numbers exact, others rounded to SIGNIFICANT_DIGITS
+    (hover shows at most 4)."""
     values = np.asarray(a, np.float64).tolist()
     if values and isinstance(values[0], list):
-        return [[float(_SHORT % v) for v in row] for row in values]
-    return [float(_SHORT % v) for v in values]
+        return [[_short(v) for v in row] for row in values]
+    return [_short(v) for v in values]
 
 
 def seq_label(s: int) -> str:
