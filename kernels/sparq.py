@@ -12,12 +12,14 @@ sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components
                over r rows of K^T.
              The last l positions get +inf (forced into the top k). Chunk 0 also writes
              q masked to its top-r components and 1/tau per query head (for alpha).
-sparq_select exact radix select over the fp32 score bits, each row split over many programs
-             so that batch 1 fills the GPU: 4 levels of 8-bit digits, each a launch that
-             adds per-chunk histograms into the row's (global atomics), then a compaction
-             launch writes the positions above the k-th largest key and as many ties as needed through per-row
-             atomic cursors: exactly k, unsorted. A one-program-per-row kernel with the row
-             in registers is kept for many short rows.
+sparq_select two exact kernels, chosen by shape (use_registers): one program per row with
+             the row in registers (bisection over the 32 key bits, then one compaction),
+             for many short rows; otherwise each row split over many programs so that
+             batch 1 fills the GPU: radix select over 4 levels of 8-bit digits, each a
+             launch adding per-chunk histograms into the row's (global atomics), then a
+             compaction launch writing the positions above the k-th largest key and as
+             many of its ties as needed through per-row atomic cursors. Exactly k
+             positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
