@@ -274,35 +274,81 @@ def predict(s: Settings) -> Prediction:
 
 
 def rows_from(ev: Evaluation, *, r, k, l, weight_dtype, kv_dtype) -> list[dict]:
-    """Rows (sparq_perf.rows schema) for a scalar evaluation: each operation, each method's
+    """Rows (sparq_perf.rows schema) for a scalar evaluation: the rows of `row_columns` as
+    dicts of Python values, None where the whole decode step has no memory/compute/overhead split."""
+    cols = row_columns(ev, r=r, k=k, l=l, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    rows = column_records(cols)
+    for row in rows:
+        for c in ("memory_time_s", "compute_time_s", "overhead_time_s"):
+            if row[c] != row[c]:  # NaN: no split
+                row[c] = None
+    return rows
+
+
+def row_columns(ev: Evaluation, *, r, k, l, weight_dtype, kv_dtype) -> dict:
+    """Column arrays of the rows (sparq_perf.rows schema; the columns a prediction fills) of an
+    evaluation over any broadcast of batch, S, r, k and l: per method, each operation, its
     attention step (append excluded, averaged over layers where phases run on only some of
-    them) and the whole decode step. A rival's rows carry its own r and k (r empty where
-    the method has none)."""
+    them) and the whole decode step (no time split: NaN). Row i*n + j is operation i at
+    point j of the n points (C order). Dense and SparQ carry `r` and `k`; a rival its own
+    (r None where the method has none)."""
     m, w = ev.model, ev.workload
-    base = {"source": "predicted", "device": ev.hw.name, "model": m.name, "batch": int(w.batch),
-            "seq_len": int(w.seq_len), "n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads, "d_head": m.d_head,
-            "r": int(r), "k": int(k), "l": int(l), "kv_dtype": kv_dtype, "weight_dtype": weight_dtype}
-    rows = []
+    shape = np.broadcast_shapes(np.shape(w.batch), np.shape(w.seq_len), np.shape(r), np.shape(k), np.shape(l),
+                                *(np.shape(v) for p in ev.params.values() for v in (p["r"], p["k"])))
+    ops = []  # (method, phase, scope, count, bytes_read, bytes_written, flops, Estimate or None, time_s)
+    blocks = []  # (r, k, number of rows) of each method
     for method, res in ev.methods.items():
         own = ev.params.get(method, {})
-        mbase = base if method in ("dense", "sparq") else {
-            **base, "r": int(own.get("r", r)) if method in USES_R else None, "k": int(own.get("k", k))}
+        mr, mk = (r, k) if method in ("dense", "sparq") else (own.get("r", r) if method in USES_R else None,
+                                                               own.get("k", k))
         for name, (cost, est, count, scope) in res.ops.items():
-            rows.append(_row(mbase, method, name, scope, count, cost, est))
-        step = P.decode_name(method)
+            ops.append((method, name, scope, count, cost.bytes_read, cost.bytes_written, cost.flops, est, est.time_s))
         parts = [res.ops[n] for n in attention_phase_names(method)]
         share = [count / m.n_layers for _, _, count, _ in parts]  # 1 where every layer runs the phase
-        cost = combine(step, [_scaled(c, f) for (c, *_), f in zip(parts, share)])
-        est = Estimate(sum(e.memory_time_s * f for (_, e, *_), f in zip(parts, share)),
-                       sum(e.compute_time_s * f for (_, e, *_), f in zip(parts, share)),
-                       sum(e.overhead_time_s * f for (_, e, *_), f in zip(parts, share)))
-        rows.append(_row(mbase, method, step, "layer", m.n_layers, cost, est))
-        total = PhaseCost("decode_step", {"all": res.total_bytes()}, {}, sum(c.flops * n for c, _, n, _ in res.ops.values()))
-        t = res.total_time_s()
-        rows.append({**_row(mbase, method, "decode_step", "step", 1, total, Estimate(t, 0.0, 0.0)),
-                     "bytes_written": 0.0, "bound": "memory", "memory_time_s": None, "compute_time_s": None,
-                     "overhead_time_s": None})
-    return rows
+        step = combine(P.decode_name(method), [_scaled(c, f) for (c, *_), f in zip(parts, share)])
+        est = Estimate(*(sum(getattr(e, t) if f == 1 else getattr(e, t) * f for (_, e, *_), f in zip(parts, share))
+                         for t in ("memory_time_s", "compute_time_s", "overhead_time_s")))
+        ops.append((method, step.name, "layer", m.n_layers, step.bytes_read, step.bytes_written, step.flops, est,
+                    est.time_s))
+        flops = sum((c.flops * cnt for c, _, cnt, _ in res.ops.values()), 0.0)
+        ops.append((method, "decode_step", "step", 1, res.total_bytes(), 0.0, flops, None, res.total_time_s()))
+        blocks.append((mr, mk, len(res.ops) + 2))
+
+    def stack(values):  # one value per op -> (ops x points) flattened
+        out = np.empty((len(values),) + shape)
+        for i, v in enumerate(values):
+            out[i] = v
+        return out.reshape(-1)
+
+    def tile(v, times):  # one int per point, the same for `times` ops
+        return np.tile(np.broadcast_to(np.asarray(v, np.int64), shape).reshape(-1), times)
+
+    def per_method(i):  # r or k of each method's rows; None (a method without r) stays None
+        return np.concatenate([np.full(n * b[2], None, object) if b[i] is None else tile(b[i], b[2]) for b in blocks])
+
+    n_ops, n = len(ops), int(np.prod(shape))
+    method, phase, scope, count, b_read, b_written, flops, ests, time = zip(*ops)
+    b_read, b_written, flops = stack(b_read), stack(b_written), stack(flops)
+    cols = {
+        "source": "predicted", "device": ev.hw.name, "model": m.name, "batch": tile(w.batch, n_ops),
+        "seq_len": tile(w.seq_len, n_ops), "n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads, "d_head": m.d_head,
+        "r": per_method(0), "k": per_method(1), "l": tile(l, n_ops), "kv_dtype": kv_dtype,
+        "weight_dtype": weight_dtype,
+        "method": np.repeat(method, n), "phase": np.repeat(phase, n), "scope": np.repeat(scope, n),
+        "count": np.repeat(np.asarray(count, np.float64), n),
+        "bytes_read": b_read, "bytes_written": b_written, "flops": flops,
+        "intensity_flop_per_byte": flops / np.maximum(b_read + b_written, 1e-300),
+        **{t: stack([np.nan if e is None else getattr(e, t) for e in ests])
+           for t in ("memory_time_s", "compute_time_s", "overhead_time_s")},
+        "bound": np.concatenate([np.broadcast_to("memory" if e is None else e.bound, shape).reshape(-1) for e in ests]),
+        "time_s": stack(time), "status": "ok",
+    }
+    return {c: v if isinstance(v, np.ndarray) else np.full(n_ops * n, v) for c, v in cols.items()}
+
+
+def column_records(cols: dict) -> list[dict]:
+    """Equal-length column arrays -> one dict of Python values per row."""
+    return [dict(zip(cols, values)) for values in zip(*(np.asarray(v).tolist() for v in cols.values()))]
 
 
 def _scaled(c: PhaseCost, f) -> PhaseCost:
@@ -310,12 +356,3 @@ def _scaled(c: PhaseCost, f) -> PhaseCost:
         return c
     return PhaseCost(c.name, {k: v * f for k, v in c.reads.items()}, {k: v * f for k, v in c.writes.items()},
                      c.flops * f, c.launches * f)
-
-
-def _row(base, method, phase, scope, count, cost: PhaseCost, est: Estimate) -> dict:
-    return {**base, "method": method, "phase": phase, "scope": scope, "count": float(count),
-            "bytes_read": float(cost.bytes_read), "bytes_written": float(cost.bytes_written),
-            "flops": float(np.asarray(cost.flops)), "intensity_flop_per_byte": float(cost.intensity_flop_per_byte),
-            "memory_time_s": float(est.memory_time_s), "compute_time_s": float(est.compute_time_s),
-            "overhead_time_s": float(est.overhead_time_s), "bound": str(est.bound), "time_s": float(est.time_s),
-            "status": "ok"}
