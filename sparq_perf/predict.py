@@ -320,8 +320,12 @@ def row_columns(ev: Evaluation, *, r, k, l, weight_dtype, kv_dtype) -> dict:
             out[i] = v
         return out.reshape(-1)
 
+    def points(v, dtype=None):  # v at each point, flattened
+        a = np.asarray(v, dtype)
+        return (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(-1)
+
     def tile(v, times):  # one int per point, the same for `times` ops
-        return np.tile(np.broadcast_to(np.asarray(v, np.int64), shape).reshape(-1), times)
+        return points(v, np.int64)[None, :].repeat(times, 0).reshape(-1)
 
     def per_method(i):  # r or k of each method's rows; None (a method without r) stays None
         return np.concatenate([np.full(n * b[2], None, object) if b[i] is None else tile(b[i], b[2]) for b in blocks])
@@ -340,7 +344,7 @@ def row_columns(ev: Evaluation, *, r, k, l, weight_dtype, kv_dtype) -> dict:
         "intensity_flop_per_byte": flops / np.maximum(b_read + b_written, 1e-300),
         **{t: stack([np.nan if e is None else getattr(e, t) for e in ests])
            for t in ("memory_time_s", "compute_time_s", "overhead_time_s")},
-        "bound": np.concatenate([np.broadcast_to("memory" if e is None else e.bound, shape).reshape(-1) for e in ests]),
+        "bound": np.concatenate([points("memory" if e is None else e.bound) for e in ests]),
         "time_s": stack(time), "status": "ok",
     }
     return {c: v if isinstance(v, np.ndarray) else np.full(n_ops * n, v) for c, v in cols.items()}
