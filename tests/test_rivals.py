@@ -258,6 +258,19 @@ def test_rivals_vectorized_equal_scalar():
             assert b["tpot_s"] == pytest.approx(a["tpot_s"]) and b["max_batch"] == a["max_batch"]
 
 
+def test_compare_rows_over_batch_compression_and_devices_equal_one_at_a_time():
+    """One call over batches, compressions and devices gives exactly the rows of one call each."""
+    m, hws = get_model("llama2-7b"), [get_profile("h100-sxm"), get_profile("l4")]
+    S_, batches, cs = [2048, 65536], [1, 8, 64], [1 / 2, 1 / 16]
+    methods = ("sparq", "quest", "h2o", "flexgen")
+    rows = compare_rows(m, hws, seq_len=S_, batch=batches, compression=cs, methods=methods)
+    want = [row for hw in hws for method in ("dense",) + methods for c in cs for b in batches
+            for row in compare_rows(m, hw, seq_len=S_, batch=b, compression=c, methods=methods)
+            if row["method"] == method]
+    assert rows == want and len(rows) == 2 * 5 * 2 * 3 * 2
+    assert [type(v) for v in rows[-1].values()] == [type(v) for v in want[-1].values()]
+
+
 def test_compare_rows_have_every_column_and_say_eviction_is_final():
     from sparq_perf.compare import COLUMNS
 

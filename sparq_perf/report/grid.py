@@ -2,7 +2,7 @@
 
 A grid of thousands of points is built column-wise by `predict.row_columns` (which also
 makes `predict.rows_from`'s rows of one point) from one vectorized `evaluate` per (model,
-device, SparQ setting).
+device, SparQ setting); the rivals come from `compare.compare_columns`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..compare import LABELS, RIVALS, _note, params_text
-from ..cost import rivals
+from ..compare import RIVALS, compare_columns
 from ..hardware import builtin_profiles
+from ..memory import weight_bytes
 from ..models import builtin_models
 from ..predict import evaluate, row_columns
 from ..rows import COLUMNS
@@ -81,51 +81,23 @@ def grid_rows(models=DEFAULT_MODELS, devices=None, batches=DEFAULT_BATCHES, seq_
 
 def rival_rows(models=DEFAULT_MODELS, devices=None, batches=DEFAULT_BATCHES, seq_lens=DEFAULT_SEQ_LENS,
                settings=SETTINGS, methods=RIVAL_METHODS, weight_dtype="bf16", kv_dtype="bf16") -> pd.DataFrame:
-    """`compare.compare_rows` for every (model, device, batch, S) and every setting that is a target
-    compression (a fixed (r, k) has no counterpart for the other methods), dense among them,
-    labelled with `setting`, plus `kv_room_bytes` (usable memory less the weights).
-
-    compare_rows evaluates one batch and one compression at a time; here one `evaluate` per
-    (model, device) covers them all, with the same settings and the same values (tests check).
-    """
+    """`compare.compare_columns` for every (model, device) over the batches, the sequence lengths
+    and every setting that is a target compression (a fixed (r, k) has no counterpart for the
+    other methods), dense among them, labelled with `setting`, plus `kv_room_bytes` (usable
+    memory less the weights)."""
     profiles, known = builtin_profiles(), builtin_models()
     devices = list(profiles) if devices is None else list(devices)
     targets = [s for s in settings if s.compression is not None]
-    methods = ("dense",) + tuple(m for m in methods if m != "dense")
-    S = np.asarray(seq_lens, np.int64)
-    B = np.asarray(batches, np.int64)[None, :, None]
-    shape = (len(targets), len(batches), len(S))  # (compression, batch, S)
+    keep = ("model", "device", "batch", "setting", "seq_len", "method", "label", "params", "note", "speedup_step",
+            "speedup_attention", "kv_bytes_per_sequence", "max_batch", "fits", "reachable", "evicts")
+    labels = np.array([s.label for s in targets], object)[:, None]
     parts = []
     for model in (known[m] for m in models):
-        own = {m: [rivals.params_for_compression(m, model.d_head, S, s.compression, dtype_bytes(kv_dtype))
-                   for s in targets] for m in methods}
-        own = {m: {c: np.stack([np.broadcast_to(p[c], S.shape) for p in ps])[:, None, :] for c in ps[0]}
-               for m, ps in own.items()}
-        text = {m: {"params": [params_text(m, r, k) for r, k in zip(flat(p["r"], shape), flat(p["k"], shape))],
-                    "note": [_note(m, bool(reach)) for reach in flat(p["reachable"], shape)]}
-                for m, p in own.items()}
-        for dev in devices:
-            ev = evaluate(model, profiles[dev], batch=B, seq_len=S, r=own["dense"]["r"], k=own["dense"]["k"],
-                          weight_dtype=weight_dtype, kv_dtype=kv_dtype, methods=methods,
-                          params={m: {"r": p["r"], "k": p["k"]} for m, p in own.items()})
-            sm = ev.summary
-            for m in methods:
-                parts.append({
-                    "model": model.name, "device": dev, "batch": flat(B, shape, np.int64),
-                    "setting": flat(np.array([s.label for s in targets])[:, None, None], shape, object),
-                    "seq_len": flat(S, shape, np.int64), "method": m, "label": LABELS.get(m, m), **text[m],
-                    "speedup_step": flat(sm.get(f"{m}.speedup_step", 1.0), shape),
-                    "speedup_attention": flat(sm.get(f"{m}.speedup_attention", 1.0), shape),
-                    "kv_bytes_per_sequence": flat(sm[f"{m}.kv_bytes"] / B, shape),
-                    "max_batch": flat(sm[f"{m}.max_batch"], shape, np.int64),
-                    "fits": flat(sm[f"{m}.fits"], shape, bool), "reachable": flat(own[m]["reachable"], shape, bool),
-                    "evicts": m in rivals.EVICTION_METHODS, "kv_room_bytes": sm["usable_bytes"] - sm["weights_bytes"],
-                })
-    n = int(np.prod(shape))
-    return pd.DataFrame({c: np.concatenate([p[c] if isinstance(p[c], (np.ndarray, list)) else np.full(n, p[c])
-                                            for p in parts]) for c in parts[0]})
-
-
-def flat(values, shape, dtype=np.float64) -> np.ndarray:
-    """values broadcast to shape, flattened."""
-    return np.broadcast_to(np.asarray(values, dtype), shape).reshape(-1)
+        cols = compare_columns(model, [profiles[d] for d in devices], seq_len=seq_lens, batch=batches,
+                               compression=[s.compression for s in targets], methods=methods,
+                               weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        n, weights = len(cols["method"]), weight_bytes(model, dtype_bytes(weight_dtype))
+        cols["setting"] = np.resize(np.broadcast_to(labels, (len(targets), len(batches) * len(seq_lens))), n)
+        room = np.repeat([profiles[d].usable_bytes - weights for d in devices], n // len(devices))  # device by device
+        parts.append({**{c: cols[c] for c in keep}, "kv_room_bytes": room})
+    return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in parts[0]})
