@@ -22,9 +22,8 @@ import triton
 
 from sparq_perf import phases as P
 from sparq_perf.kernels import sparq as sp
-from sparq_perf.kernels.reference import sparq_reference
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.measure.point import CHECK_TOL, _rel_err, _random_cache
+from sparq_perf.measure.point import _random_cache, check_sparq_step, same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
@@ -46,18 +45,9 @@ def apply(cfg):
 
 
 def check_step(runner, q, cache, r, k):
-    st = runner.state
-    st.out.fill_(float("nan"))
-    out = runner[P.SPARQ_DECODE]()
     S = cache.length
-    ref, _ = sparq_reference(q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
-                             cache.v_bar[0:1].double(), r, k, 0, True, i2=st.idx[0:1])
-    err = _rel_err(out[0:1], ref)
-    want = torch.topk(st.scores, k, dim=-1).values.sort(-1).values
-    got = torch.gather(st.scores, 2, st.idx.long()).sort(-1).values
-    if not err < CHECK_TOL or not torch.equal(want, got):
-        raise RuntimeError(f"check failed: err {err:.3g}, selection equal {torch.equal(want, got)}")
-    return err
+    return check_sparq_step(runner, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
+                            cache.v_bar[0:1].double(), r, k)
 
 
 def sweep_step(B, S, Hkv, gen, res, with_score):
@@ -84,7 +74,6 @@ def sweep_step(B, S, Hkv, gen, res, with_score):
 def sweep_select(rows, S, gen, res):
     scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(min(4, sets_for_cold_l2(rows * S * 4)))]
     for k in (S // 16, 128):
-        want = torch.topk(scores[0], k, dim=-1).values.sort(-1).values
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(kind="select", rows=rows, S=S, k=k, config="torch.topk", us=t["median_s"] * 1e6))
         trials = configs(SELECT_GRID) + ([{"REG_SELECT_MIN_ROWS": 0}] if S <= sp.REG_SELECT_MAX else [])
@@ -94,7 +83,7 @@ def sweep_select(rows, S, gen, res):
             wss = [sp.SelectWorkspace(rows, S, "cuda") for _ in scores]
             outs[0].fill_(-1)
             sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
-            if not torch.equal(torch.gather(scores[0], 1, outs[0].long()).sort(-1).values, want):
+            if not same_topk(scores[0], outs[0], k):
                 raise RuntimeError(f"selection != torch.topk at {rows}x{S} k={k} {cfg}")
             t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
                            target_s=0.05)

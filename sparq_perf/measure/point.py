@@ -22,6 +22,31 @@ def _rel_err(out, ref):
     return ((out - ref).norm() / ref.norm()).item()
 
 
+def same_topk(scores, idx, k) -> bool:
+    """idx [..., k] picks the values torch.topk picks from scores [..., S] (which of equal
+    values are taken may differ)."""
+    want = torch.topk(scores, k, dim=-1).values.sort(-1).values
+    got = torch.gather(scores, -1, idx.long()).sort(-1).values
+    return torch.equal(want, got)
+
+
+def check_sparq_step(runner, q0, K0, V0, v_bar0, r, k, l=0, mix_mean=True, where=""):
+    """Run a SparQ runner's whole step (output poisoned first), compare batch element 0 with
+    the float64 reference given the kernel's chosen positions (q0, K0, V0, v_bar0: element 0
+    as float64), and the selection with torch.topk. Returns the relative error; raises
+    RuntimeError if either is off."""
+    from sparq_perf.kernels.reference import sparq_reference
+
+    st = runner.state
+    st.out.fill_(float("nan"))
+    out = runner[P.SPARQ_DECODE]()
+    ref, _ = sparq_reference(q0, K0, V0, v_bar0, r, k, l, mix_mean, i2=st.idx[0:1])
+    err = _rel_err(out[0:1], ref)
+    if not err < CHECK_TOL or not same_topk(st.scores, st.idx, k):
+        raise RuntimeError(f"sparq off the reference ({err:.3g}) or selection != topk at {where}")
+    return err
+
+
 def _random_cache(B, Hkv, S, d, dtype, gen):
     from sparq_perf.kernels import KVCache
 
@@ -53,7 +78,7 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
     Raises RuntimeError if a kernel's output is off the float64 reference by more than
     CHECK_TOL, or the selection differs from torch.topk's.
     """
-    from sparq_perf.kernels.reference import dense_reference, sparq_reference
+    from sparq_perf.kernels.reference import dense_reference
     from sparq_perf.kernels.runners import phase_runners
 
     B, S, Hq, Hkv, d = batch, seq_len, n_heads, n_kv_heads, d_head
@@ -94,15 +119,8 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
     for r, k in sparq_settings:
         k = k or S // 16
         sp = [phase_runners("sparq", q, c, r=r, k=k, l=l, mix_mean=mix_mean) for q, c in zip(qs, caches)]
-        st = sp[0].state
-        st.out.fill_(float("nan"))
-        out = sp[0][P.SPARQ_DECODE]()
-        ref, _ = sparq_reference(q0, K0, V0, caches[0].v_bar[0:1].double(), r, k, l, mix_mean, i2=st.idx[0:1])
-        err = _rel_err(out[0:1], ref)
-        want = torch.topk(st.scores, k, dim=-1).values.sort(-1).values
-        got = torch.gather(st.scores, 2, st.idx.long()).sort(-1).values
-        if not err < CHECK_TOL or not torch.equal(want, got):
-            raise RuntimeError(f"sparq off the reference ({err:.3g}) or selection != topk at {base}, r={r}, k={k}")
+        err = check_sparq_step(sp[0], q0, K0, V0, caches[0].v_bar[0:1].double(), r, k, l, mix_mean,
+                               where=f"{base}, r={r}, k={k}")
         for phase in (P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
             add("sparq", phase, [x[phase] for x in sp], r=r, k=k)
         add("sparq", P.SPARQ_DECODE, [x[P.SPARQ_DECODE] for x in sp], r=r, k=k, check=err)
@@ -124,9 +142,7 @@ def measure_selection(rows, seq_len, k, max_sets=8, seed=0):
     scores = [torch.randn(rows, seq_len, device="cuda", generator=gen) for _ in range(n_sets)]
     outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in range(n_sets)]
     topk_indices(scores[0], k, out=outs[0])
-    want = torch.topk(scores[0], k, dim=-1).values.sort(-1).values
-    got = torch.gather(scores[0], 1, outs[0].long()).sort(-1).values
-    if not torch.equal(want, got):
+    if not same_topk(scores[0], outs[0], k):
         raise RuntimeError(f"selection != torch.topk at rows={rows}, S={seq_len}, k={k}")
     base = dict(rows=rows, seq_len=seq_len, k=k)
     ours = time_calls([(lambda s=s, o=o: topk_indices(s, k, out=o)) for s, o in zip(scores, outs)])
