@@ -29,9 +29,12 @@ from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 H_Q, D = 32, 128
 SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
-SCORE_GRID = dict(BLOCK_S=(256, 512, 1024), SCORE_WAVES=(1.0, 2.0, 4.0), SCORE_WARPS=(4, 8))
-SELECT_GRID = dict(SELECT_BLOCK=(1024, 2048, 4096), SELECT_WAVES=(2.0, 8.0), SELECT_WARPS=(4, 8))
-DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *SELECT_GRID, "REG_SELECT_MIN_ROWS"]}
+SCORE_GRID = dict(BLOCK_S=(256, 512), SCORE_WAVES=(4.0, 8.0, 16.0), SCORE_WARPS=(4,))
+# selection: the default filter, one setting changed at a time, and the radix kernels
+SELECT_VARIANTS = [{}, {"SAMPLE": 512}, {"SAMPLE": 2048}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 4096},
+                   {"FILTER_WAVES": 2.0}, {"FILTER_WAVES": 8.0}, {"PICK_KEYS_PER_THREAD": 8},
+                   {"PICK_KEYS_PER_THREAD": 32}, {"SAMPLE_SIGMAS": 4.0}, {"SELECT_METHOD": "radix"}]
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 
 def configs(grid):
@@ -55,9 +58,7 @@ def sweep_step(B, S, Hkv, gen, res, with_score):
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
     qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
-    trials = [("score", c) for c in configs(SCORE_GRID) if with_score] + [("select", c) for c in configs(SELECT_GRID)]
-    if S <= sp.REG_SELECT_MAX:
-        trials.append(("select", {"REG_SELECT_MIN_ROWS": 0}))
+    trials = [("score", c) for c in configs(SCORE_GRID) if with_score] + [("select", c) for c in SELECT_VARIANTS]
     for phase, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
@@ -76,11 +77,10 @@ def sweep_select(rows, S, gen, res):
     for k in (S // 16, 128):
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(kind="select", rows=rows, S=S, k=k, config="torch.topk", us=t["median_s"] * 1e6))
-        trials = configs(SELECT_GRID) + ([{"REG_SELECT_MIN_ROWS": 0}] if S <= sp.REG_SELECT_MAX else [])
-        for cfg in trials:
+        for cfg in SELECT_VARIANTS:
             apply(cfg)
             outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in scores]
-            wss = [sp.SelectWorkspace(rows, S, "cuda") for _ in scores]
+            wss = [sp.make_workspace(rows, S, k, "cuda") for _ in scores]
             outs[0].fill_(-1)
             sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
             if not same_topk(scores[0], outs[0], k):

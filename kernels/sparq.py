@@ -111,6 +111,8 @@ def _score_kernel(
     end = tl.minimum(start + chunk, S)
     m_i = tl.full([GP], -float("inf"), tl.float32)
     l_i = tl.zeros([GP], tl.float32)
+    m_s = tl.full([], -float("inf"), tl.float32)
+    l_s = tl.zeros([], tl.float32)
     offs_s = tl.arange(0, BLOCK_S)
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
@@ -118,20 +120,26 @@ def _score_kernel(
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & nm[None, :], other=0.0)  # [RP, BLOCK_S]
         z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
-        if PASS != 2:
+        if PASS == 0:  # one head: its statistics from its [BLOCK_S] logits, not the padded rows
+            score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)
+            zs = tl.where(nm, score, -float("inf"))
+            m_new = tl.maximum(m_s, tl.max(zs, 0))
+            l_s = l_s * tl.exp2(m_s - m_new) + tl.sum(tl.exp2(zs - m_new), 0)
+            m_s = m_new
+            tl.store(SCORES + pid * S + pos, tl.where(forced, float("inf"), score), mask=nm)
+        if PASS == 1:
             zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(zm, 1))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(zm - m_new[:, None]), 1)
             m_i = m_new
-        if PASS == 0:
-            score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)  # the one head's logit
-            score = tl.where(forced, float("inf"), score)
-            tl.store(SCORES + pid * S + pos, score, mask=nm)
         if PASS == 2:
             s_hat = tl.exp2(z - m_tot[:, None]) * inv_l[:, None]
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
+    if PASS == 0:
+        m_i = m_s + l_i  # [GP]: only the first (the one head) is stored
+        l_i = l_s + l_i
     if PASS != 2:
         tl.store(M_PART + stat_row + chunk_id, m_i, mask=gm)
         tl.store(L_PART + stat_row + chunk_id, l_i, mask=gm)
@@ -281,6 +289,119 @@ def _compact_kernel(SCORES, HIST, IDX, S, chunk, k, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _bit(n):
+    """1 << n as uint32 (n an int or an int32 scalar in [0, 31])."""
+    return tl.full([], 1, tl.uint32) << (tl.zeros([], tl.int32) + n).to(tl.uint32)
+
+
+@triton.jit
+def _kth_largest(key, kk, base, nbits):
+    """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
+    above the lowest nbits (base has those nbits clear): nbits count-reductions."""
+    t = base
+    for i in range(nbits):
+        cand = t | _bit(nbits - 1 - i)
+        t = tl.where(tl.sum((key >= cand).to(tl.int32), 0) >= kk, cand, t)
+    return t
+
+
+@triton.jit
+def _bit_length(x):
+    n = tl.zeros([], tl.int32)
+    for i in tl.static_range(32):
+        n = tl.where((x >> i) != 0, i + 1, n)
+    return n
+
+
+@triton.jit
+def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.constexpr, NS: tl.constexpr):
+    """Grid (rows, chunks of S). Every program of a row finds the same threshold, the
+    rank-th largest key of an evenly strided sample of NS keys of the row (all of it when
+    S <= NS), then appends the keys of its chunk at or above it, with their positions, to
+    the row's candidates through the row's atomic counter (which counts past cap too)."""
+    row = tl.program_id(0).to(tl.int64)
+    srow = SCORES + row * S
+    i = tl.arange(0, NS)
+    n = tl.minimum(S, NS)
+    in_sample = i < n
+    sample = _order_key(tl.load(srow + (i.to(tl.int64) * S) // n, mask=in_sample, other=0.0))
+    t_lo = _kth_largest(tl.where(in_sample, sample, 0), rank, tl.zeros([], tl.uint32), 32)
+    start = tl.program_id(1) * chunk
+    end = tl.minimum(start + chunk, S)
+    offs = tl.arange(0, BLOCK)
+    for n0 in range(start, end, BLOCK):
+        pos = n0 + offs
+        valid = pos < end
+        key = _order_key(tl.load(srow + pos, mask=valid, other=0.0))
+        take = valid & (key >= t_lo)
+        n_take = tl.sum(take.to(tl.int32), 0)
+        if n_take > 0:
+            slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
+            m = take & (slot < cap)
+            tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
+            tl.store(CPOS + row * cap + slot, pos, mask=m)
+
+
+@triton.jit
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (rows,). The k-th largest key is among the row's candidates when they number
+    at least k (all keys at or above the threshold) and fit: bisection over only the bits
+    in which the candidates differ, then the positions above it and as many of its ties as
+    needed. Otherwise (a sample that missed, or more candidates than fit) the whole row is
+    searched from memory: slow, never wrong. Resets the row's counter for the next call."""
+    row = tl.program_id(0).to(tl.int64)
+    c = tl.load(COUNT + row)
+    tl.store(COUNT + row, 0)
+    dst = IDX + row * k
+    if (c >= k) & (c <= cap):
+        offs = tl.arange(0, CAPB)
+        m = offs < c
+        key = tl.load(CKEY + row * cap + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
+        pos = tl.load(CPOS + row * cap + offs, mask=m, other=0)
+        lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
+        nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
+        sh = tl.minimum(nbits, 31).to(tl.uint32)
+        base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
+        t = _kth_largest(key, k, base, nbits)
+        gt = m & (key > t)
+        eq = m & (key == t)
+        n_gt = tl.sum(gt.to(tl.int32), 0)
+        tl.store(dst + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
+        c_eq = tl.cumsum(eq.to(tl.int32), 0)
+        tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+    else:
+        srow = SCORES + row * S
+        offs = tl.arange(0, BLOCK)
+        t = tl.zeros([], tl.uint32)
+        for i in range(32):
+            cand = t | _bit(31 - i)
+            cnt = tl.zeros([], tl.int32)
+            for n0 in range(0, S, BLOCK):
+                pos = n0 + offs
+                key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+                cnt += tl.sum(((pos < S) & (key >= cand)).to(tl.int32), 0)
+            t = tl.where(cnt >= k, cand, t)
+        n_gt = tl.zeros([], tl.int32)
+        for n0 in range(0, S, BLOCK):
+            pos = n0 + offs
+            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+            n_gt += tl.sum(((pos < S) & (key > t)).to(tl.int32), 0)
+        w_gt = tl.zeros([], tl.int32)
+        w_eq = tl.zeros([], tl.int32)
+        for n0 in range(0, S, BLOCK):
+            pos = n0 + offs
+            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+            gt = (pos < S) & (key > t)
+            eq = (pos < S) & (key == t)
+            c_gt = w_gt + tl.cumsum(gt.to(tl.int32), 0)
+            c_eq = w_eq + tl.cumsum(eq.to(tl.int32), 0)
+            tl.store(dst + c_gt - 1, pos, mask=gt)
+            tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+            w_gt += tl.sum(gt.to(tl.int32), 0)
+            w_eq += tl.sum(eq.to(tl.int32), 0)
+
+
+@triton.jit
 def _attend_kernel(
     Q, QM, INV_TAU, K, V, IDX, M_STAT, L_STAT, O_PART, M_PART, L_PART, A_PART,
     k, chunk, n_splits, n_chunks, qk_scale,
@@ -379,7 +500,7 @@ class SparqState:
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
-        self.sel = None if use_registers(rows, S) else SelectWorkspace(rows, S, dev)
+        self.sel = make_workspace(rows, S, k, dev)
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
@@ -420,8 +541,8 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
 
 
 class SelectWorkspace:
-    """Histograms and cursors of the split selection for `rows` rows of S scores: one
-    memset per call clears them (graph safe, and each call stands alone)."""
+    """Scratch of the split radix selection for `rows` rows of S scores: one memset per
+    call clears its histograms and cursors (graph safe, and each call stands alone)."""
 
     def __init__(self, rows: int, S: int, device, block: int | None = None):
         self.block = block or SELECT_BLOCK
@@ -430,13 +551,76 @@ class SelectWorkspace:
         self.hist = torch.empty((rows, ROW_INTS), dtype=torch.int32, device=device)
 
 
+SELECT_METHOD = "filter"  # "filter" (sample threshold, candidates, exact pick) or "radix"
+SAMPLE = 1024  # keys of each row's strided sample (the filter threshold)
+SAMPLE_SIGMAS = 6.0  # threshold this many standard deviations of the sample count below the k-th
+FILTER_BLOCK = 2048  # keys per tile of the filter pass
+FILTER_WAVES = 4.0
+FILTER_WARPS = 4
+PICK_KEYS_PER_THREAD = 16  # candidates per thread of the pick kernel (its warps follow)
+FALLBACK_BLOCK = 1024
+
+
+def sample_rank(S: int, k: int, n_sample: int) -> int:
+    """Rank in the sample of the filter threshold: the expected count of sampled keys above
+    the k-th largest plus SAMPLE_SIGMAS of its binomial spread (the exact k-th when the
+    sample is the whole row), so the threshold lies below the k-th largest but for a
+    vanishing fraction of rows (those fall back to a whole-row search)."""
+    n = min(S, n_sample)
+    if n == S:
+        return k
+    mean = n * k / S
+    return min(n, math.ceil(mean + SAMPLE_SIGMAS * math.sqrt(mean) + 8))
+
+
+def candidate_cap(S: int, k: int, n_sample: int) -> int:
+    """Room for the candidates: those above the threshold number S*p for a sample quantile
+    p = rank/n, give or take S*sqrt(p(1-p)/n); a power of two, at least k, at most S's."""
+    n = min(S, n_sample)
+    p = sample_rank(S, k, n_sample) / n
+    want = S * p + SAMPLE_SIGMAS * S * math.sqrt(p * (1 - p) / n) + 64
+    return max(triton.next_power_of_2(k), min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
+
+
+class FilterWorkspace:
+    """Scratch of the filter selection for `rows` rows of S scores and a given k: the
+    candidates (order keys and positions) and a counter per row, zeroed here and reset by
+    the pick kernel (graph safe: no memset per call)."""
+
+    def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
+        self.S, self.k = S, k
+        self.n_sample = triton.next_power_of_2(n_sample or SAMPLE)
+        self.rank = sample_rank(S, k, self.n_sample)
+        self.cap = candidate_cap(S, k, self.n_sample)
+        self.block = FILTER_BLOCK
+        self.n_chunks = n_splits_for(rows, S, self.block, waves=FILTER_WAVES)
+        self.chunk = chunk_for(S, self.n_chunks, self.block)
+        self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
+        self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
+        self.count = torch.zeros(rows, dtype=torch.int32, device=device)
+
+
+def filter_candidates(scores, ws: FilterWorkspace):
+    """The filter pass alone: ws.count[row] = keys at or above the row's sampled threshold."""
+    rows = ws.count.numel()
+    _filter_kernel[(rows, ws.n_chunks)](scores, ws.ckey, ws.cpos, ws.count, ws.S, ws.chunk, ws.rank, ws.cap,
+                                        BLOCK=ws.block, NS=ws.n_sample, num_warps=FILTER_WARPS)
+    return ws.count
+
+
+def make_workspace(rows: int, S: int, k: int, device):
+    """The selection scratch for this shape under the current method (None: none needed)."""
+    if SELECT_METHOD == "filter":
+        return FilterWorkspace(rows, S, k, device)
+    return None if use_registers(rows, S) else SelectWorkspace(rows, S, device)
+
+
 def use_registers(rows: int, S: int) -> bool:
-    """One program per row with the row in registers, or rows split over many programs."""
+    """Radix method: one program per row with the row in registers, or rows split."""
     return S <= REG_SELECT_MAX and (S <= REG_SELECT_ALWAYS_S or rows >= REG_SELECT_MIN_ROWS)
 
 
-def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
-                 ws: SelectWorkspace | None = None, num_warps: int | None = None):
+def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws=None, num_warps: int | None = None):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
@@ -446,12 +630,21 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None,
     rows = scores.numel() // S
     if out is None:
         out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
-    if use_registers(rows, S):
+    if ws is None:
+        ws = make_workspace(rows, S, k, scores.device)
+    if isinstance(ws, FilterWorkspace):
+        if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
+            raise ValueError("the selection workspace was made for another shape or k")
+        filter_candidates(scores, ws)
+        capb = triton.next_power_of_2(ws.cap)
+        warps = max(4, min(32, capb // (32 * PICK_KEYS_PER_THREAD)))
+        _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap,
+                              CAPB=capb, BLOCK=FALLBACK_BLOCK, num_warps=warps)
+        return out
+    if ws is None:  # radix method, rows in registers
         block = triton.next_power_of_2(S)
         _select_reg_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=max(4, min(32, block // 1024)))
         return out
-    if ws is None:
-        ws = SelectWorkspace(rows, S, scores.device)
     ws.hist.zero_()
     grid = (rows, ws.n_chunks)
     num_warps = num_warps or SELECT_WARPS

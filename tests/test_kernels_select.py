@@ -22,22 +22,38 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-@pytest.fixture(params=["registers", "split", "split-small-chunks"], autouse=True)
+PATHS = ["filter", "filter-small-chunks", "filter-sample-missed", "filter-overflow",
+         "radix-registers", "radix-split", "radix-split-small-chunks"]
+
+
+@pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
-    """Run each test on both selection kernels: a row in registers, and rows split over
-    programs (with chunks small enough that each row has several)."""
-    if request.param == "registers":
+    """Run each test on every selection path: the filter (a sampled threshold, candidates,
+    an exact pick), with rows over several programs, and forced into its whole-row fallback
+    by a threshold above the k-th largest or by more candidates than fit; and the radix
+    kernels, a row in registers and rows split over programs."""
+    p = request.param
+    monkeypatch.setattr(sparq_module, "SELECT_METHOD", p.split("-")[0])
+    if p == "filter-small-chunks":
+        monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
+        monkeypatch.setattr(sparq_module, "SAMPLE", 64)  # a sample smaller than the row
+    if p == "filter-sample-missed":
+        monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
+    if p == "filter-overflow":
+        monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n: k)
+    if p == "radix-registers":
         monkeypatch.setattr(sparq_module, "REG_SELECT_ALWAYS_S", 1 << 30)
-    else:
+    if p.startswith("radix-split"):
         monkeypatch.setattr(sparq_module, "REG_SELECT_MAX", 0)
-    if request.param == "split-small-chunks":
+    if p == "radix-split-small-chunks":
         monkeypatch.setattr(sparq_module, "SELECT_BLOCK", 256)
+    return p
 
 
 def check(scores, k):
     out = torch.full((*scores.shape[:-1], k), -1, dtype=torch.int32, device=DEV)
     S = scores.shape[-1]
-    ws = sparq_module.SelectWorkspace(scores.numel() // S, S, DEV)
+    ws = sparq_module.make_workspace(scores.numel() // S, S, k, DEV)
     topk_indices(scores, k, out=out, ws=ws)
     first = out.clone()
     out.fill_(-1)
@@ -76,3 +92,22 @@ def test_softmax_like_scores():
     s = torch.softmax(torch.randn(2, 3000, device=DEV) * 4, dim=-1)
     check(s, 187)
 
+
+
+def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
+    """On random scores the sampled threshold lies below the k-th largest (at least k
+    candidates) with the candidates fitting their room: the pick runs on them, not the
+    whole-row fallback; and their keys are exactly the keys at or above the threshold."""
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
+    rows, S, k = 3, 6000, 375
+    scores = torch.randn(rows, S, device=DEV)
+    ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=256)
+    count = sparq_module.filter_candidates(scores, ws).clone()
+    assert ((count >= k) & (count <= ws.cap)).all(), (count, ws.cap)
+    assert (count < S // 4).all(), "the threshold should leave most keys out"
+    for row in range(rows):
+        pos = ws.cpos[row, : count[row]].long()
+        assert len(set(pos.tolist())) == count[row]
+        t = scores[row, pos].min()
+        assert int((scores[row] >= t).sum()) == count[row]
