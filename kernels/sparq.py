@@ -343,62 +343,73 @@ def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.con
 
 
 @triton.jit
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr):
+    """The k-th largest of c >= k candidates by bisection over only the bits in which they
+    differ, then the positions above it and as many of its ties as needed."""
+    offs = tl.arange(0, CAPB)
+    m = offs < c
+    key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
+    pos = tl.load(CPOS + offs, mask=m, other=0)
+    lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
+    nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
+    sh = tl.minimum(nbits, 31).to(tl.uint32)
+    base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
+    t = _kth_largest(key, k, base, nbits)
+    gt = m & (key > t)
+    eq = m & (key == t)
+    n_gt = tl.sum(gt.to(tl.int32), 0)
+    tl.store(dst + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
+    c_eq = tl.cumsum(eq.to(tl.int32), 0)
+    tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+
+
+@triton.jit
+def _pick_whole_row(srow, dst, S, k, BLOCK: tl.constexpr):
+    """The exact top k of the row read from memory: bisection over the 32 key bits, one
+    pass each, a counting pass, then a writing pass. Slow, and only a fallback."""
+    offs = tl.arange(0, BLOCK)
+    t = tl.zeros([], tl.uint32)
+    for i in range(32):
+        cand = t | _bit(31 - i)
+        cnt = tl.zeros([], tl.int32)
+        for n0 in range(0, S, BLOCK):
+            pos = n0 + offs
+            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+            cnt += tl.sum(((pos < S) & (key >= cand)).to(tl.int32), 0)
+        t = tl.where(cnt >= k, cand, t)
+    n_gt = tl.zeros([], tl.int32)
+    for n0 in range(0, S, BLOCK):
+        pos = n0 + offs
+        key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+        n_gt += tl.sum(((pos < S) & (key > t)).to(tl.int32), 0)
+    w_gt = tl.zeros([], tl.int32)
+    w_eq = tl.zeros([], tl.int32)
+    for n0 in range(0, S, BLOCK):
+        pos = n0 + offs
+        key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
+        gt = (pos < S) & (key > t)
+        eq = (pos < S) & (key == t)
+        c_gt = w_gt + tl.cumsum(gt.to(tl.int32), 0)
+        c_eq = w_eq + tl.cumsum(eq.to(tl.int32), 0)
+        tl.store(dst + c_gt - 1, pos, mask=gt)
+        tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+        w_gt += tl.sum(gt.to(tl.int32), 0)
+        w_eq += tl.sum(eq.to(tl.int32), 0)
+
+
+@triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
-    at least k (all keys at or above the threshold) and fit: bisection over only the bits
-    in which the candidates differ, then the positions above it and as many of its ties as
-    needed. Otherwise (a sample that missed, or more candidates than fit) the whole row is
-    searched from memory: slow, never wrong. Resets the row's counter for the next call."""
+    at least k (all keys at or above the threshold) and fit: picked from them. Otherwise (a
+    sample that missed, or more candidates than fit) the whole row is searched from
+    memory: slow, never wrong. Resets the row's counter for the next call."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
     tl.store(COUNT + row, 0)
-    dst = IDX + row * k
     if (c >= k) & (c <= cap):
-        offs = tl.arange(0, CAPB)
-        m = offs < c
-        key = tl.load(CKEY + row * cap + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
-        pos = tl.load(CPOS + row * cap + offs, mask=m, other=0)
-        lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
-        nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
-        sh = tl.minimum(nbits, 31).to(tl.uint32)
-        base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-        t = _kth_largest(key, k, base, nbits)
-        gt = m & (key > t)
-        eq = m & (key == t)
-        n_gt = tl.sum(gt.to(tl.int32), 0)
-        tl.store(dst + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
-        c_eq = tl.cumsum(eq.to(tl.int32), 0)
-        tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB)
     else:
-        srow = SCORES + row * S
-        offs = tl.arange(0, BLOCK)
-        t = tl.zeros([], tl.uint32)
-        for i in range(32):
-            cand = t | _bit(31 - i)
-            cnt = tl.zeros([], tl.int32)
-            for n0 in range(0, S, BLOCK):
-                pos = n0 + offs
-                key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-                cnt += tl.sum(((pos < S) & (key >= cand)).to(tl.int32), 0)
-            t = tl.where(cnt >= k, cand, t)
-        n_gt = tl.zeros([], tl.int32)
-        for n0 in range(0, S, BLOCK):
-            pos = n0 + offs
-            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-            n_gt += tl.sum(((pos < S) & (key > t)).to(tl.int32), 0)
-        w_gt = tl.zeros([], tl.int32)
-        w_eq = tl.zeros([], tl.int32)
-        for n0 in range(0, S, BLOCK):
-            pos = n0 + offs
-            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-            gt = (pos < S) & (key > t)
-            eq = (pos < S) & (key == t)
-            c_gt = w_gt + tl.cumsum(gt.to(tl.int32), 0)
-            c_eq = w_eq + tl.cumsum(eq.to(tl.int32), 0)
-            tl.store(dst + c_gt - 1, pos, mask=gt)
-            tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
-            w_gt += tl.sum(gt.to(tl.int32), 0)
-            w_eq += tl.sum(eq.to(tl.int32), 0)
+        _pick_whole_row(SCORES + row * S, IDX + row * k, S, k, BLOCK)
 
 
 @triton.jit
