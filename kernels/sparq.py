@@ -405,6 +405,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr, 
     memory: slow, never wrong. Resets the row's counter for the next call."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
+    tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= cap):
         _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB)
