@@ -31,9 +31,8 @@ SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64,
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(BLOCK_S=(256, 512), SCORE_WAVES=(4.0, 8.0, 16.0), SCORE_WARPS=(4,))
 # selection: the default filter, one setting changed at a time, and the radix kernels
-SELECT_VARIANTS = [{}, {"SAMPLE": 512}, {"SAMPLE": 2048}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 4096},
-                   {"FILTER_WAVES": 2.0}, {"FILTER_WAVES": 8.0}, {"PICK_KEYS_PER_THREAD": 8},
-                   {"PICK_KEYS_PER_THREAD": 32}, {"SAMPLE_SIGMAS": 4.0}, {"SELECT_METHOD": "radix"}]
+SELECT_VARIANTS = [{}, {"SAMPLE": 512}, {"SAMPLE": 2048}, {"FILTER_BLOCK": 1024}, {"FILTER_WAVES": 2.0},
+                   {"PICK_KEYS_PER_THREAD": 8}, {"PICK_KEYS_PER_THREAD": 32}, {"SELECT_METHOD": "radix"}]
 DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 

@@ -37,7 +37,8 @@ import triton.language as tl
 from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_splits_for, pow2_bucket
 from .cache import KVCache
 
-BLOCK_S = 256  # score positions per tile: r rows x 256 positions of K^T (512 B per row)
+BLOCK_S = 512  # score positions per tile, one head per group: r rows x 512 positions of K^T
+BLOCK_S_GROUP = 256  # the same with g > 1 heads per group (H100: reports/kernels/tune_sparq.json)
 SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
 SCORE_WARPS = 4
 SELECT_WARPS = 4
@@ -294,14 +295,37 @@ def _bit(n):
     return tl.full([], 1, tl.uint32) << (tl.zeros([], tl.int32) + n).to(tl.uint32)
 
 
+# the interpreter runs a tuple reduction's combine in Python, element by element: there the
+# three counts are three sums (the same numbers); compiled, one reduction waits once
+TUPLE_REDUCE = tl.constexpr(not INTERPRET)
+
+
+@triton.jit
+def _add3(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, b0 + b1, c0 + c1
+
+
 @triton.jit
 def _kth_largest(key, kk, base, nbits):
     """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
-    above the lowest nbits (base has those nbits clear): nbits count-reductions."""
+    above the lowest nbits (base has those nbits clear). Two bits per round: three counts
+    in one block reduction, so ceil(nbits / 2) reductions wait on each other."""
     t = base
-    for i in range(nbits):
-        cand = t | _bit(nbits - 1 - i)
-        t = tl.where(tl.sum((key >= cand).to(tl.int32), 0) >= kk, cand, t)
+    for j in range(nbits // 2):
+        lo = t | _bit(nbits - 2 - 2 * j)
+        hi = t | _bit(nbits - 1 - 2 * j)
+        both = lo | hi
+        if TUPLE_REDUCE:
+            n_lo, n_hi, n_both = tl.reduce(((key >= lo).to(tl.int32), (key >= hi).to(tl.int32),
+                                            (key >= both).to(tl.int32)), 0, _add3)
+        else:
+            n_lo = tl.sum((key >= lo).to(tl.int32), 0)
+            n_hi = tl.sum((key >= hi).to(tl.int32), 0)
+            n_both = tl.sum((key >= both).to(tl.int32), 0)
+        t = tl.where(n_both >= kk, both, tl.where(n_hi >= kk, hi, tl.where(n_lo >= kk, lo, t)))
+    if nbits % 2 == 1:
+        lo = t | _bit(0)
+        t = tl.where(tl.sum((key >= lo).to(tl.int32), 0) >= kk, lo, t)
     return t
 
 
@@ -315,7 +339,7 @@ def _bit_length(x):
 
 @triton.jit
 def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.constexpr, NS: tl.constexpr):
-    """Grid (rows, chunks of S). Every program of a row finds the same threshold, the
+    """Grid (rows, chunks of S). Every program of a row finds the same threshold, about the
     rank-th largest key of an evenly strided sample of NS keys of the row (all of it when
     S <= NS), then appends the keys of its chunk at or above it, with their positions, to
     the row's candidates through the row's atomic counter (which counts past cap too)."""
@@ -325,7 +349,9 @@ def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.con
     n = tl.minimum(S, NS)
     in_sample = i < n
     sample = _order_key(tl.load(srow + (i.to(tl.int64) * S) // n, mask=in_sample, other=0.0))
-    t_lo = _kth_largest(tl.where(in_sample, sample, 0), rank, tl.zeros([], tl.uint32), 32)
+    # the top 16 bits of the sample's rank-th largest key, the rest cleared: at most that key,
+    # and below it by under 1/128 of its value (7 mantissa bits kept)
+    t_lo = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
     start = tl.program_id(1) * chunk
     end = tl.minimum(start + chunk, S)
     offs = tl.arange(0, BLOCK)
@@ -500,7 +526,7 @@ class SparqState:
         self.G = Hq // Hkv
         dev = q.device
         rows = B * Hkv
-        self.block_s = BLOCK_S
+        self.block_s = BLOCK_S if self.G == 1 else BLOCK_S_GROUP
         self.n_chunks = n_splits_for(rows, S, self.block_s, waves=SCORE_WAVES)
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.n_splits = n_splits_for(rows, k, BLOCK_K, waves=4.0)
