@@ -369,24 +369,41 @@ def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.con
 
 
 @triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr):
+def _emit(dst, key, pos, valid, t, n_gt, k, w_gt, w_eq):
+    """Writes one tile's positions of keys above t (after the w_gt already written) and of
+    keys equal to t while fewer than k - n_gt of them are written; returns the cursors."""
+    gt = valid & (key > t)
+    eq = valid & (key == t)
+    c_gt = w_gt + tl.cumsum(gt.to(tl.int32), 0)
+    c_eq = w_eq + tl.cumsum(eq.to(tl.int32), 0)
+    tl.store(dst + c_gt - 1, pos, mask=gt)
+    tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+    return w_gt + tl.sum(gt.to(tl.int32), 0), w_eq + tl.sum(eq.to(tl.int32), 0)
+
+
+@triton.jit
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
-    differ, then the positions above it and as many of its ties as needed."""
+    differ (their keys alone held in registers), then the positions above it and as many of
+    its ties as needed, a tile of candidates at a time."""
     offs = tl.arange(0, CAPB)
     m = offs < c
     key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
-    pos = tl.load(CPOS + offs, mask=m, other=0)
     lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
     t = _kth_largest(key, k, base, nbits)
-    gt = m & (key > t)
-    eq = m & (key == t)
-    n_gt = tl.sum(gt.to(tl.int32), 0)
-    tl.store(dst + tl.cumsum(gt.to(tl.int32), 0) - 1, pos, mask=gt)
-    c_eq = tl.cumsum(eq.to(tl.int32), 0)
-    tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
+    n_gt = tl.sum((m & (key > t)).to(tl.int32), 0)
+    w_gt = tl.zeros([], tl.int32)
+    w_eq = tl.zeros([], tl.int32)
+    toffs = tl.arange(0, TILE)
+    for i0 in range(0, c, TILE):
+        i = i0 + toffs
+        tm = i < c
+        tkey = tl.load(CKEY + i, mask=tm, other=0).to(tl.uint32, bitcast=True)
+        tpos = tl.load(CPOS + i, mask=tm, other=0)
+        w_gt, w_eq = _emit(dst, tkey, tpos, tm, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
@@ -413,18 +430,12 @@ def _pick_whole_row(srow, dst, S, k, BLOCK: tl.constexpr):
     for n0 in range(0, S, BLOCK):
         pos = n0 + offs
         key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-        gt = (pos < S) & (key > t)
-        eq = (pos < S) & (key == t)
-        c_gt = w_gt + tl.cumsum(gt.to(tl.int32), 0)
-        c_eq = w_eq + tl.cumsum(eq.to(tl.int32), 0)
-        tl.store(dst + c_gt - 1, pos, mask=gt)
-        tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
-        w_gt += tl.sum(gt.to(tl.int32), 0)
-        w_eq += tl.sum(eq.to(tl.int32), 0)
+        w_gt, w_eq = _emit(dst, key, pos, pos < S, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr, BLOCK: tl.constexpr):
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr,
+                 BLOCK: tl.constexpr):  # BLOCK: candidates or scores per tile when writing
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
     at least k (all keys at or above the threshold) and fit: picked from them. Otherwise (a
     sample that missed, or more candidates than fit) the whole row is searched from
@@ -434,7 +445,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr, 
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= cap):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB)
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK)
     else:
         _pick_whole_row(SCORES + row * S, IDX + row * k, S, k, BLOCK)
 
@@ -596,7 +607,7 @@ FILTER_BLOCK = 2048  # keys per tile of the filter pass
 FILTER_WAVES = 4.0
 FILTER_WARPS = 4
 PICK_KEYS_PER_THREAD = 16  # candidates per thread of the pick kernel (its warps follow)
-FALLBACK_BLOCK = 1024
+PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pick's writes
 
 
 def sample_rank(S: int, k: int, n_sample: int) -> int:
@@ -677,7 +688,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         capb = triton.next_power_of_2(ws.cap)
         warps = max(4, min(32, capb // (32 * PICK_KEYS_PER_THREAD)))
         _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap,
-                              CAPB=capb, BLOCK=FALLBACK_BLOCK, num_warps=warps)
+                              CAPB=capb, BLOCK=PICK_TILE, num_warps=warps)
         return out
     if ws is None:  # radix method, rows in registers
         block = triton.next_power_of_2(S)
