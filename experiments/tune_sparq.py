@@ -31,8 +31,8 @@ SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64,
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(BLOCK_S=(256, 512), SCORE_WAVES=(4.0, 8.0, 16.0), SCORE_WARPS=(4,))
 # selection: the default filter, one setting changed at a time, and the radix kernels
-SELECT_VARIANTS = [{}, {"SAMPLE": 512}, {"SAMPLE": 2048}, {"FILTER_BLOCK": 1024}, {"FILTER_WAVES": 2.0},
-                   {"PICK_KEYS_PER_THREAD": 8}, {"PICK_KEYS_PER_THREAD": 32}, {"SELECT_METHOD": "radix"}]
+SELECT_VARIANTS = [{}, {"SAMPLE_MAX": 2048}, {"SAMPLE_STRIDE": 32}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 4096},
+                   {"PICK_KEYS_PER_THREAD": 32}]
 DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 
@@ -79,7 +79,7 @@ def sweep_select(rows, S, gen, res):
         for cfg in SELECT_VARIANTS:
             apply(cfg)
             outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in scores]
-            wss = [sp.make_workspace(rows, S, k, "cuda") for _ in scores]
+            wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
             outs[0].fill_(-1)
             sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
             if not same_topk(scores[0], outs[0], k):

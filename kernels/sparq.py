@@ -27,7 +27,6 @@ sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact at
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -36,21 +35,13 @@ import triton.language as tl
 
 from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_splits_for, pow2_bucket
 from .cache import KVCache
+from sparq_perf import select_plan as plan
 
 BLOCK_S = 512  # score positions per tile, one head per group: r rows x 512 positions of K^T
 BLOCK_S_GROUP = 256  # the same with g > 1 heads per group (H100: reports/kernels/tune_sparq.json)
 SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
 SCORE_WARPS = 4
-SELECT_WARPS = 4
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
-SELECT_BLOCK = 1024  # scores per tile in the split selection passes
-SELECT_WAVES = 4.0  # split selection: programs for about this many waves over the SMs
-# One program per row, in registers, for rows up to REG_SELECT_MAX long (32 keys/thread at
-# 32 warps): always up to REG_SELECT_ALWAYS_S, and beyond it with at least
-# REG_SELECT_MIN_ROWS rows; otherwise rows are split (H100: reports/kernels/tune_sparq.json).
-REG_SELECT_MAX = 32768
-REG_SELECT_ALWAYS_S = 16384
-REG_SELECT_MIN_ROWS = 64
 
 
 @triton.jit
@@ -154,142 +145,6 @@ def _order_key(x):
 
 
 @triton.jit
-def _select_reg_kernel(SCORES, IDX, S, k, BLOCK: tl.constexpr):
-    """Exact top-k of one row held in registers (S <= BLOCK): the k-th largest key by
-    bisection over its 32 bits (32 count-reductions on chip), then one compaction.
-    Reads the row once (4*S bytes), writes k int32 indices."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    valid = offs < S
-    key = _order_key(tl.load(SCORES + row * S + offs, mask=valid, other=-float("inf")))
-    key = tl.where(valid, key, 0)  # below every real key (-inf's key is 0x007FFFFF)
-    t = tl.zeros([], tl.uint32)
-    for i in tl.static_range(32):  # largest t with #(key >= t) >= k: the k-th largest key
-        cand = t | (1 << (31 - i))
-        t = tl.where(tl.sum((key >= cand).to(tl.int32), 0) >= k, cand, t)
-    gt = key > t
-    eq = key == t
-    n_gt = tl.sum(gt.to(tl.int32), 0)
-    c_gt = tl.cumsum(gt.to(tl.int32), 0)
-    c_eq = tl.cumsum(eq.to(tl.int32), 0)
-    dst = IDX + row * k
-    tl.store(dst + c_gt - 1, offs, mask=gt)
-    tl.store(dst + n_gt + c_eq - 1, offs, mask=eq & (c_eq <= k - n_gt))  # ties: lowest positions
-
-
-N_LEVELS = 4  # 8-bit digits of the 32-bit order key, most significant first
-ROW_INTS = N_LEVELS * 256 + 16  # per row: 4 histograms, then 2 compaction cursors (padded)
-HIST_LEVELS = tl.constexpr(N_LEVELS)
-HIST_STRIDE = tl.constexpr(ROW_INTS)
-# tl.histogram takes a mask from some triton version on; without it, keys left out are
-# counted in bin 0 and taken back out
-HIST_MASK = tl.constexpr("mask" in inspect.signature(tl.histogram).parameters)
-
-
-@triton.jit
-def _descend(HROW, prefix, kr, LEVEL: tl.constexpr):
-    """Fix the digit of level LEVEL from that level's finished histogram of the keys whose
-    higher digits equal prefix: the digit of the kr-th largest. Returns (prefix, kr left)."""
-    bins = tl.arange(0, 256)
-    hist = tl.load(HROW + LEVEL * 256 + bins)
-    at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # count with digit >= bin
-    d_star = tl.max(tl.where(at_or_above >= kr, bins, 0), 0)
-    kr = kr - tl.sum(tl.where(bins > d_star, hist, 0), 0)
-    prefix = prefix | (d_star.to(tl.uint32) << (24 - 8 * LEVEL))
-    return prefix, kr
-
-
-@triton.jit
-def _prefix_of(HROW, k, LEVELS: tl.constexpr):
-    """The top 8*LEVELS bits of the k-th largest key and how many keys sharing them are
-    still to be taken, from the finished histograms of levels 0 .. LEVELS-1."""
-    prefix = tl.zeros([], tl.uint32)
-    kr = k
-    for lv in tl.static_range(LEVELS):
-        prefix, kr = _descend(HROW, prefix, kr, lv)
-    return prefix, kr
-
-
-@triton.jit
-def _digit_hist(key, pos, valid, prefix, LEVEL: tl.constexpr, MASKED: tl.constexpr):
-    """Histogram (256 bins) of the LEVEL digit of the valid keys whose higher digits equal
-    prefix. Level 0 digits pile into a few bins (sign and exponent), and a histogram's
-    shared-memory atomics on one bin serialise: level 0 counts into 4 copies of the bins
-    picked by position, summed after. Keys that do not match are left out (MASKED), or
-    counted in bin 0 and taken back out where tl.histogram takes no mask."""
-    bins = tl.arange(0, 256)
-    if LEVEL == 0:
-        sub = ((pos >> 2) & 3).to(tl.int32)  # neighbouring lanes hold positions 4 apart
-        digit = ((key >> 24) & 0xFF).to(tl.int32)
-        spread = tl.histogram(tl.where(valid, digit * 4 + sub, 0), 1024)
-        n_out = tl.sum((~valid).to(tl.int32), 0)
-        return tl.sum(tl.reshape(spread, (256, 4)), 1) - tl.where(bins == 0, n_out, 0)
-    else:
-        hi = (0xFFFFFFFF << (32 - 8 * LEVEL)) & 0xFFFFFFFF
-        match = valid & ((key & hi) == prefix)
-        digit = ((key >> (24 - 8 * LEVEL)) & 0xFF).to(tl.int32)
-        if MASKED:
-            return tl.histogram(digit, 256, mask=match)
-        else:
-            n_out = tl.sum((~match).to(tl.int32), 0)
-            return tl.histogram(tl.where(match, digit, 0), 256) - tl.where(bins == 0, n_out, 0)
-
-
-@triton.jit
-def _flush_hist(HROW, hist, LEVEL: tl.constexpr):
-    bins = tl.arange(0, 256)
-    tl.atomic_add(HROW + LEVEL * 256 + bins, hist, mask=hist != 0, sem="relaxed")
-
-
-@triton.jit
-def _hist_kernel(SCORES, HIST, S, chunk, k, LEVEL: tl.constexpr, BLOCK: tl.constexpr):
-    """Grid (rows, chunks of S): adds this chunk's histogram of level LEVEL to its row's."""
-    row = tl.program_id(0).to(tl.int64)
-    start = tl.program_id(1) * chunk
-    end = tl.minimum(start + chunk, S)
-    hrow = HIST + row * HIST_STRIDE
-    prefix, kr = _prefix_of(hrow, k, LEVEL)
-    offs = tl.arange(0, BLOCK)
-    hist = tl.zeros([256], tl.int32)
-    for n0 in range(start, end, BLOCK):
-        pos = n0 + offs
-        valid = pos < end
-        key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-        hist += _digit_hist(key, pos, valid, prefix, LEVEL, HIST_MASK)
-    _flush_hist(hrow, hist, LEVEL)
-
-
-@triton.jit
-def _compact_kernel(SCORES, HIST, IDX, S, chunk, k, BLOCK: tl.constexpr):
-    """Grid (rows, chunks of S): writes the positions of keys above the k-th largest and as
-    many of the keys equal to it as are still needed, through two per-row atomic cursors
-    (which tied positions are taken depends on program order)."""
-    row = tl.program_id(0).to(tl.int64)
-    start = tl.program_id(1) * chunk
-    end = tl.minimum(start + chunk, S)
-    hrow = HIST + row * HIST_STRIDE
-    t, kr = _prefix_of(hrow, k, HIST_LEVELS)  # t: the k-th largest key; kr of its ties go in
-    offs = tl.arange(0, BLOCK)
-    dst = IDX + row * k
-    for n0 in range(start, end, BLOCK):
-        pos = n0 + offs
-        valid = pos < end
-        key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-        gt = valid & (key > t)
-        eq = valid & (key == t)
-        n_gt = tl.sum(gt.to(tl.int32), 0)
-        n_eq = tl.sum(eq.to(tl.int32), 0)
-        if n_gt > 0:
-            base = tl.atomic_add(hrow + HIST_LEVELS * 256, n_gt, sem="relaxed")
-            slot = base + tl.cumsum(gt.to(tl.int32), 0)  # 1-based among the k - kr above
-            tl.store(dst + slot - 1, pos, mask=gt & (slot <= k - kr))
-        if n_eq > 0:
-            base = tl.atomic_add(hrow + HIST_LEVELS * 256 + 1, n_eq, sem="relaxed")
-            slot = base + tl.cumsum(eq.to(tl.int32), 0)  # 1-based among the ties
-            tl.store(dst + (k - kr) + slot - 1, pos, mask=eq & (slot <= kr))
-
-
-@triton.jit
 def _bit(n):
     """1 << n as uint32 (n an int or an int32 scalar in [0, 31])."""
     return tl.full([], 1, tl.uint32) << (tl.zeros([], tl.int32) + n).to(tl.uint32)
@@ -338,34 +193,35 @@ def _bit_length(x):
 
 
 @triton.jit
-def _filter_kernel(SCORES, CKEY, CPOS, COUNT, S, chunk, rank, cap, BLOCK: tl.constexpr, NS: tl.constexpr):
-    """Grid (rows, chunks of S). Every program of a row finds the same threshold, about the
-    rank-th largest key of an evenly strided sample of NS keys of the row (all of it when
-    S <= NS), then appends the keys of its chunk at or above it, with their positions, to
-    the row's candidates through the row's atomic counter (which counts past cap too)."""
+def _threshold_kernel(SCORES, THRESH, S, n, rank, NS: tl.constexpr):
+    """Grid (rows,): about the rank-th largest key of an evenly strided sample of n <= NS
+    keys of the row (all of it when n == S): the top 16 bits of that key, the rest cleared,
+    so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
     row = tl.program_id(0).to(tl.int64)
-    srow = SCORES + row * S
     i = tl.arange(0, NS)
-    n = tl.minimum(S, NS)
     in_sample = i < n
-    sample = _order_key(tl.load(srow + (i.to(tl.int64) * S) // n, mask=in_sample, other=0.0))
-    # the top 16 bits of the sample's rank-th largest key, the rest cleared: at most that key,
-    # and below it by under 1/128 of its value (7 mantissa bits kept)
-    t_lo = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
-    start = tl.program_id(1) * chunk
-    end = tl.minimum(start + chunk, S)
-    offs = tl.arange(0, BLOCK)
-    for n0 in range(start, end, BLOCK):
-        pos = n0 + offs
-        valid = pos < end
-        key = _order_key(tl.load(srow + pos, mask=valid, other=0.0))
-        take = valid & (key >= t_lo)
-        n_take = tl.sum(take.to(tl.int32), 0)
-        if n_take > 0:
-            slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
-            m = take & (slot < cap)
-            tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
-            tl.store(CPOS + row * cap + slot, pos, mask=m)
+    sample = _order_key(tl.load(SCORES + row * S + (i.to(tl.int64) * S) // n, mask=in_sample, other=0.0))
+    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
+    tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr):
+    """Grid (rows, tiles of S): appends the keys of one tile at or above the row's threshold,
+    with their positions, to the row's candidates through the row's atomic counter (which
+    counts past cap too)."""
+    row = tl.program_id(0).to(tl.int64)
+    t_lo = tl.load(THRESH + row).to(tl.uint32, bitcast=True)
+    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = pos < S
+    key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
+    take = valid & (key >= t_lo)
+    n_take = tl.sum(take.to(tl.int32), 0)
+    if n_take > 0:
+        slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
+        m = take & (slot < cap)
+        tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
+        tl.store(CPOS + row * cap + slot, pos, mask=m)
 
 
 @triton.jit
@@ -549,7 +405,7 @@ class SparqState:
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
-        self.sel = make_workspace(rows, S, k, dev)
+        self.sel = FilterWorkspace(rows, S, k, dev)
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
@@ -589,87 +445,57 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     return state.scores
 
 
-class SelectWorkspace:
-    """Scratch of the split radix selection for `rows` rows of S scores: one memset per
-    call clears its histograms and cursors (graph safe, and each call stands alone)."""
-
-    def __init__(self, rows: int, S: int, device, block: int | None = None):
-        self.block = block or SELECT_BLOCK
-        self.n_chunks = n_splits_for(rows, S, self.block, waves=SELECT_WAVES)
-        self.chunk = chunk_for(S, self.n_chunks, self.block)
-        self.hist = torch.empty((rows, ROW_INTS), dtype=torch.int32, device=device)
-
-
-SELECT_METHOD = "filter"  # "filter" (sample threshold, candidates, exact pick) or "radix"
-SAMPLE = 1024  # keys of each row's strided sample (the filter threshold)
-SAMPLE_SIGMAS = 6.0  # threshold this many standard deviations of the sample count below the k-th
-FILTER_BLOCK = 2048  # keys per tile of the filter pass
-FILTER_WAVES = 4.0
-FILTER_WARPS = 4
+SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
+SAMPLE_STRIDE = plan.SAMPLE_STRIDE
+SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
+FILTER_BLOCK = 2048  # keys per program of the filter pass
 PICK_KEYS_PER_THREAD = 16  # candidates per thread of the pick kernel (its warps follow)
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pick's writes
 
 
-def sample_rank(S: int, k: int, n_sample: int) -> int:
-    """Rank in the sample of the filter threshold: the expected count of sampled keys above
-    the k-th largest plus SAMPLE_SIGMAS of its binomial spread (the exact k-th when the
-    sample is the whole row), so the threshold lies below the k-th largest but for a
-    vanishing fraction of rows (those fall back to a whole-row search)."""
-    n = min(S, n_sample)
-    if n == S:
-        return k
-    mean = n * k / S
-    return min(n, math.ceil(mean + SAMPLE_SIGMAS * math.sqrt(mean) + 8))
+def sample_size(S: int) -> int:
+    return int(plan.sample_size(S, SAMPLE_MIN, SAMPLE_MAX, SAMPLE_STRIDE))
 
 
-def candidate_cap(S: int, k: int, n_sample: int) -> int:
-    """Room for the candidates: those above the threshold number S*p for a sample quantile
-    p = rank/n, give or take S*sqrt(p(1-p)/n); a power of two, at least k, at most S's."""
-    n = min(S, n_sample)
-    p = sample_rank(S, k, n_sample) / n
-    want = S * p + SAMPLE_SIGMAS * S * math.sqrt(p * (1 - p) / n) + 64
+def sample_rank(S: int, k: int, n: int) -> int:
+    return int(plan.sample_rank(S, k, n, SAMPLE_SIGMAS))
+
+
+def candidate_cap(S: int, k: int, n: int) -> int:
+    """Room for the candidates: their expected count and SAMPLE_SIGMAS of its spread, a
+    power of two, at least k's and at most S's."""
+    want = float(plan.candidates(S, k, n, SAMPLE_SIGMAS, spread=SAMPLE_SIGMAS)) + 64
     return max(triton.next_power_of_2(k), min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
 
 
 class FilterWorkspace:
-    """Scratch of the filter selection for `rows` rows of S scores and a given k: the
-    candidates (order keys and positions) and a counter per row, zeroed here and reset by
-    the pick kernel (graph safe: no memset per call)."""
+    """Scratch of the selection for `rows` rows of S scores and a given k: each row's
+    threshold, its candidates (order keys and positions) and its counter, zeroed here and
+    reset by the pick kernel (graph safe: no memset per call)."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
-        self.n_sample = triton.next_power_of_2(n_sample or SAMPLE)
+        self.n_sample = min(S, n_sample or sample_size(S))
         self.rank = sample_rank(S, k, self.n_sample)
         self.cap = candidate_cap(S, k, self.n_sample)
         self.block = FILTER_BLOCK
-        self.n_chunks = n_splits_for(rows, S, self.block, waves=FILTER_WAVES)
-        self.chunk = chunk_for(S, self.n_chunks, self.block)
+        self.thresh = torch.empty(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
 
 
 def filter_candidates(scores, ws: FilterWorkspace):
-    """The filter pass alone: ws.count[row] = keys at or above the row's sampled threshold."""
+    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold."""
     rows = ws.count.numel()
-    _filter_kernel[(rows, ws.n_chunks)](scores, ws.ckey, ws.cpos, ws.count, ws.S, ws.chunk, ws.rank, ws.cap,
-                                        BLOCK=ws.block, NS=ws.n_sample, num_warps=FILTER_WARPS)
+    ns = triton.next_power_of_2(ws.n_sample)
+    _threshold_kernel[(rows,)](scores, ws.thresh, ws.S, ws.n_sample, ws.rank, NS=ns, num_warps=max(4, min(16, ns // 512)))
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
+                                                       BLOCK=ws.block, num_warps=4)
     return ws.count
 
 
-def make_workspace(rows: int, S: int, k: int, device):
-    """The selection scratch for this shape under the current method (None: none needed)."""
-    if SELECT_METHOD == "filter":
-        return FilterWorkspace(rows, S, k, device)
-    return None if use_registers(rows, S) else SelectWorkspace(rows, S, device)
-
-
-def use_registers(rows: int, S: int) -> bool:
-    """Radix method: one program per row with the row in registers, or rows split."""
-    return S <= REG_SELECT_MAX and (S <= REG_SELECT_ALWAYS_S or rows >= REG_SELECT_MIN_ROWS)
-
-
-def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws=None, num_warps: int | None = None):
+def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
@@ -680,26 +506,14 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     if out is None:
         out = torch.empty((*scores.shape[:-1], k), dtype=torch.int32, device=scores.device)
     if ws is None:
-        ws = make_workspace(rows, S, k, scores.device)
-    if isinstance(ws, FilterWorkspace):
-        if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
-            raise ValueError("the selection workspace was made for another shape or k")
-        filter_candidates(scores, ws)
-        capb = triton.next_power_of_2(ws.cap)
-        warps = max(4, min(32, capb // (32 * PICK_KEYS_PER_THREAD)))
-        _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap,
-                              CAPB=capb, BLOCK=PICK_TILE, num_warps=warps)
-        return out
-    if ws is None:  # radix method, rows in registers
-        block = triton.next_power_of_2(S)
-        _select_reg_kernel[(rows,)](scores, out, S, k, BLOCK=block, num_warps=max(4, min(32, block // 1024)))
-        return out
-    ws.hist.zero_()
-    grid = (rows, ws.n_chunks)
-    num_warps = num_warps or SELECT_WARPS
-    for level in range(N_LEVELS):
-        _hist_kernel[grid](scores, ws.hist, S, ws.chunk, k, LEVEL=level, BLOCK=ws.block, num_warps=num_warps)
-    _compact_kernel[grid](scores, ws.hist, out, S, ws.chunk, k, BLOCK=ws.block, num_warps=num_warps)
+        ws = FilterWorkspace(rows, S, k, scores.device)
+    if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
+        raise ValueError("the selection workspace was made for another shape or k")
+    filter_candidates(scores, ws)
+    capb = triton.next_power_of_2(ws.cap)
+    warps = max(4, min(32, capb // (32 * PICK_KEYS_PER_THREAD)))
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, CAPB=capb, BLOCK=PICK_TILE,
+                          num_warps=warps)
     return out
 
 

@@ -87,16 +87,20 @@ def test_dense_attention_bytes_by_hand():
 def test_sparq_phase_bytes_by_hand():
     B, S, Hq, Hkv, d, r, k = 1, 4096, 32, 32, 128, 32, 128
     w = Workload(B, S, Hq, Hkv, d, r, k, 0, 2.0, 2.0)
-    c = attention_costs("sparq", w, SparqImpl(scores_in_memory=True, select_passes=1))
+    c = attention_costs("sparq", w, SparqImpl(scores_in_memory=True, select_filter=False))
     n = B * Hkv
     assert c[P.SPARQ_SCORE].reads == {"q": n * 128 * 2, "K_r_columns": n * S * r * 2}
     assert c[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4}
     assert c[P.SPARQ_SELECT].bytes == n * (S * 4 + k * 4)
     assert c[P.SPARQ_ATTEND].bytes_read == n * (k * 4 + 2 * k * d * 2 + d * 2 + 8 + d * 4)
-    # the implementation's extra bytes over Eq. 11 at r=16, k=S/16: fp32 scores round trip is
-    # 8*S bytes per head against Eq. 11's 64*S elements... (KERNELS.md: 12.5% of r*S*e + ...)
-    long_w = Workload(B, 65536, Hq, Hkv, d, r, k, 0, 2.0, 2.0)  # rows past 32k: 5 passes over scores
-    assert attention_costs("sparq", long_w)[P.SPARQ_SELECT].reads["scores"] == n * 65536 * 4 * 5
+    # our selection at S = 4096: a sample of 256 keys (one in 16, a 32-byte sector each);
+    # k = 128 gives 256 * 128 / 4096 = 8 expected sampled keys above the k-th, so the
+    # threshold's rank is ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys,
+    # are candidates: written as key and position (8 B), read as keys, then keys and positions
+    sel = attention_costs("sparq", w)[P.SPARQ_SELECT]
+    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 32, "candidates": n * 528 * 12}
+    assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 4}
+    assert sel.launches == 3
     fused = attention_costs("sparq", w, SparqImpl(scores_in_memory=False))
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0

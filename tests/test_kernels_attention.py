@@ -135,13 +135,15 @@ def test_append_writes_both_layouts_and_mean(dtype):
     assert torch.allclose(cache.v_bar.double(), all_v.mean(2), rtol=0, atol=1e-5)  # fp32 running mean
 
 
-def test_cost_model_knows_which_selection_kernel_runs():
-    """The cost model's selection passes follow the kernels' choice of path."""
-    from sparq_perf.cost.attention import SparqImpl
+def test_cost_model_sizes_the_selection_as_the_kernels_do():
+    """The cost model's sample and candidates are the kernels' (one plan, the same constants)."""
+    from sparq_perf import select_plan
     from sparq_perf.kernels import sparq as sparq_kernels
 
-    impl = SparqImpl()
-    assert impl.select_on_chip_max_s == sparq_kernels.REG_SELECT_MAX
-    assert impl.select_on_chip_always_s == sparq_kernels.REG_SELECT_ALWAYS_S
-    assert impl.select_on_chip_min_rows == sparq_kernels.REG_SELECT_MIN_ROWS
-    assert impl.select_passes_split == sparq_kernels.N_LEVELS + 1
+    assert (sparq_kernels.SAMPLE_MIN, sparq_kernels.SAMPLE_MAX, sparq_kernels.SAMPLE_STRIDE, sparq_kernels.SAMPLE_SIGMAS) == (
+        select_plan.SAMPLE_MIN, select_plan.SAMPLE_MAX, select_plan.SAMPLE_STRIDE, select_plan.SAMPLE_SIGMAS)
+    for S, k in [(300, 100), (4096, 128), (16384, 1024), (131072, 8192)]:
+        ws = sparq_kernels.FilterWorkspace(2, S, k, "cpu")
+        assert ws.n_sample == select_plan.sample_size(S)
+        assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
+        assert ws.cap >= select_plan.candidates(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)

@@ -22,38 +22,31 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "filter-small-chunks", "filter-sample-missed", "filter-overflow",
-         "radix-registers", "radix-split", "radix-split-small-chunks"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
-    """Run each test on every selection path: the filter (a sampled threshold, candidates,
-    an exact pick), with rows over several programs, and forced into its whole-row fallback
-    by a threshold above the k-th largest or by more candidates than fit; and the radix
-    kernels, a row in registers and rows split over programs."""
+    """Run each test on every path of the selection: the sampled threshold, candidates and
+    an exact pick; with small tiles and a sample smaller than the row; and forced into the
+    whole-row fallback by a threshold above the k-th largest or by more candidates than fit."""
     p = request.param
-    monkeypatch.setattr(sparq_module, "SELECT_METHOD", p.split("-")[0])
-    if p == "filter-small-chunks":
+    if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
-        monkeypatch.setattr(sparq_module, "SAMPLE", 64)  # a sample smaller than the row
-    if p == "filter-sample-missed":
+        monkeypatch.setattr(sparq_module, "PICK_TILE", 64)
+        monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
+        monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
+    if p == "sample-missed":
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
-    if p == "filter-overflow":
+    if p == "overflow":
         monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n: k)
-    if p == "radix-registers":
-        monkeypatch.setattr(sparq_module, "REG_SELECT_ALWAYS_S", 1 << 30)
-    if p.startswith("radix-split"):
-        monkeypatch.setattr(sparq_module, "REG_SELECT_MAX", 0)
-    if p == "radix-split-small-chunks":
-        monkeypatch.setattr(sparq_module, "SELECT_BLOCK", 256)
     return p
 
 
 def check(scores, k):
     out = torch.full((*scores.shape[:-1], k), -1, dtype=torch.int32, device=DEV)
     S = scores.shape[-1]
-    ws = sparq_module.make_workspace(scores.numel() // S, S, k, DEV)
+    ws = sparq_module.FilterWorkspace(scores.numel() // S, S, k, DEV)
     topk_indices(scores, k, out=out, ws=ws)
     first = out.clone()
     out.fill_(-1)

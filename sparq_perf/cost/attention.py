@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import phases as P
+from .. import select_plan as plan
 from ..workload import Workload
 from .base import PhaseCost
 
@@ -34,21 +35,17 @@ class SparqImpl:
     """
 
     scores_in_memory: bool = True
-    select_passes: float = 1.0  # a row held on chip: read once
-    # our kernels keep a row on chip (one program per row) up to select_on_chip_max_s:
-    # always up to select_on_chip_always_s, beyond it with at least select_on_chip_min_rows
-    # rows (sequences x KV heads); otherwise each row is split over many programs: 4 radix
-    # histogram passes and a compaction pass, plus a memset of the histograms
-    select_on_chip_max_s: float = 32768
-    select_on_chip_always_s: float = 16384
-    select_on_chip_min_rows: float = 64
-    select_passes_split: float = 5.0
-    select_launches_split: int = 6
+    select_passes: float = 1.0  # passes over the scores (with select_filter: the filter's one)
+    # our selection (select_plan): a threshold from a strided sample of each row (a sector
+    # per sampled key), a filter pass writing the keys at or above it and their positions
+    # (the candidates), a pick reading the candidates' keys, then keys and positions again
+    # as it writes the k indices; three launches. False: an ideal one-pass selection.
+    select_filter: bool = True
     gqa_score_passes: int = 2  # g > 1: per-head softmax statistics first, then the group sum
     k_transposed: bool = True
     sector_bytes: int = 32
     score_launches: int = 1
-    select_launches: int = 1
+    select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
 
 
@@ -100,15 +97,31 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     return PhaseCost(P.SPARQ_SCORE, reads, writes, flops, impl.score_launches)
 
 
+def filter_select_traffic(n, positions, chosen, sector_bytes):
+    """(reads, writes) of our selection beyond reading the scores once and writing the
+    indices (select_plan): a sector per sampled key, the candidates written as key and
+    position, read back as keys, then as keys and positions, and a threshold per row."""
+    m = plan.sample_size(positions)
+    c = plan.candidates(positions, chosen, m)
+    reads = {"sample": n * np.where(m < positions, m * sector_bytes, 0.0),
+             "candidates": n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)}
+    writes = {"candidates": n * c * (STAT_BYTES + INDEX_BYTES), "threshold": n * STAT_BYTES}
+    return reads, writes
+
+
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Step 5: the k largest group-summed scores (l most recent forced in)."""
     n, S, k = _pairs(w), np.asarray(w.seq_len, np.float64), np.asarray(w.k, np.float64)
-    on_chip = (S <= impl.select_on_chip_max_s) & ((S <= impl.select_on_chip_always_s) | (n >= impl.select_on_chip_min_rows))
-    passes = np.where(on_chip, impl.select_passes, impl.select_passes_split)
-    launches = np.where(on_chip, impl.select_launches, impl.select_launches_split)
-    reads = {"scores": n * S * STAT_BYTES * passes} if impl.scores_in_memory else {}
+    reads = {"scores": n * S * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * k * INDEX_BYTES}
-    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * passes, launches=launches)
+    launches = impl.select_launches
+    if impl.select_filter and impl.scores_in_memory:
+        more_reads, more_writes = filter_select_traffic(n, S, k, impl.sector_bytes)
+        reads.update(more_reads)
+        writes.update(more_writes)
+    else:
+        launches = 1
+    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=launches)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:

@@ -43,7 +43,8 @@ import numpy as np
 
 from .. import phases as P
 from ..workload import Workload
-from .attention import INDEX_BYTES, SOFTMAX_FLOPS_PER_SCORE, STAT_BYTES, append_cost, dense_attention_cost
+from .attention import (INDEX_BYTES, SOFTMAX_FLOPS_PER_SCORE, STAT_BYTES, append_cost, dense_attention_cost,
+                        filter_select_traffic)
 from .base import PhaseCost
 
 
@@ -53,14 +54,17 @@ class SelectImpl:
 
     scores_in_memory: the scoring kernel writes fp32 scores, the selection kernel reads them.
     select_passes: passes of the selection kernel over the score array.
+    select_filter: the selection adds our kernels' sample and candidate traffic (one launch
+        and none of it when False).
     sector_bytes: smallest memory transaction (32 B on NVIDIA GPUs).
     """
 
     scores_in_memory: bool = True
     select_passes: float = 1.0
+    select_filter: bool = True  # our selection's sample and candidates (as SparqImpl)
     sector_bytes: int = 32
     score_launches: int = 1
-    select_launches: int = 1
+    select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
 
 
@@ -155,8 +159,15 @@ def _select(name, w: Workload, impl: SelectImpl, positions, chosen) -> PhaseCost
     """Top-`chosen` of `positions` scores; writes int32 indices."""
     n = _dims(w)[0]
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
-    return PhaseCost(name, reads, {"indices": n * chosen * INDEX_BYTES}, n * positions * impl.select_passes,
-                     impl.select_launches)
+    writes = {"indices": n * chosen * INDEX_BYTES}
+    launches = impl.select_launches
+    if impl.select_filter and impl.scores_in_memory:
+        more_reads, more_writes = filter_select_traffic(n, np.asarray(positions, np.float64), chosen, impl.sector_bytes)
+        reads.update(more_reads)
+        writes.update(more_writes)
+    else:
+        launches = 1
+    return PhaseCost(name, reads, writes, n * positions * impl.select_passes, launches)
 
 
 def _attend(name, w: Workload, rows, launches, *, indices=None, k_rows=True, extra_reads=None,

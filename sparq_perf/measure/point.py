@@ -136,13 +136,13 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
 def measure_selection(rows, seq_len, k, max_sets=8, seed=0):
     """Our exact top-k against torch.topk on the same fp32 scores [rows, S] (unsorted)."""
     from sparq_perf.kernels import topk_indices
-    from sparq_perf.kernels.sparq import make_workspace
+    from sparq_perf.kernels.sparq import FilterWorkspace
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
     n_sets = sets_for_cold_l2(rows * seq_len * 4, max_sets)
     scores = [torch.randn(rows, seq_len, device="cuda", generator=gen) for _ in range(n_sets)]
     outs = [torch.empty(rows, k, dtype=torch.int32, device="cuda") for _ in range(n_sets)]
-    wss = [make_workspace(rows, seq_len, k, "cuda") for _ in range(n_sets)]  # made once, as in a server
+    wss = [FilterWorkspace(rows, seq_len, k, "cuda") for _ in range(n_sets)]  # made once, as in a server
     topk_indices(scores[0], k, out=outs[0], ws=wss[0])
     if not same_topk(scores[0], outs[0], k):
         raise RuntimeError(f"selection != torch.topk at rows={rows}, S={seq_len}, k={k}")
