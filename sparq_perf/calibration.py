@@ -1,8 +1,10 @@
 """Calibration: efficiency terms fitted from measurements, read by `predict --calibration`.
 
-Per phase, time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth). The
-bandwidth term scales with a device's copy bandwidth; the overhead (launches,
-latency-bound selection) does not, so a calibration taken on one GPU can predict another
+Per phase, time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
++ serial_s_per_item * serial work, the last for phases with work done by one program per
+row (the selection's pick: ceil(rows / compute_units) * candidates per row). The bandwidth
+term scales with a device's copy bandwidth; the overhead and the serial term (launches,
+latency-bound selection) do not, so a calibration taken on one GPU can predict another
 given only that GPU's measured copy bandwidth.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .errors import UserError
 class PhaseFit:
     bandwidth_fraction: float
     overhead_s: float
+    serial_s_per_item: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,15 @@ class Calibration:
     copy_bandwidth_bytes_per_s: float
     phases: dict  # phase name -> PhaseFit
     info: dict = field(default_factory=dict, compare=False)  # provenance, fit quality
+    compute_units: int = 132  # of the device measured: the waves of the serial term
 
     def to_dict(self) -> dict:
         return {
             "device": self.device,
             "copy_bandwidth_bytes_per_s": float(self.copy_bandwidth_bytes_per_s),
-            "phases": {p: {"bandwidth_fraction": float(f.bandwidth_fraction), "overhead_s": float(f.overhead_s)}
+            "compute_units": int(self.compute_units),
+            "phases": {p: {"bandwidth_fraction": float(f.bandwidth_fraction), "overhead_s": float(f.overhead_s),
+                           **({"serial_s_per_item": float(f.serial_s_per_item)} if f.serial_s_per_item else {})}
                        for p, f in self.phases.items()},
             "info": self.info,
         }
@@ -43,19 +49,22 @@ class Calibration:
 
 
 def parse_calibration(data: dict, where: str) -> Calibration:
-    check_keys(where, data, {"device", "copy_bandwidth_bytes_per_s", "phases"}, {"info"})
+    check_keys(where, data, {"device", "copy_bandwidth_bytes_per_s", "phases"}, {"info", "compute_units"})
     phases = {}
     for name, fit in (data["phases"] or {}).items():
         fw = f"{where}: phases.{name}"
         if not isinstance(fit, dict):
             raise UserError(f"{fw} must be a mapping")
-        check_keys(fw, fit, {"bandwidth_fraction", "overhead_s"})
-        overhead = fit["overhead_s"]
-        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or overhead < 0:
-            raise UserError(f"{fw}: field overhead_s must be a number >= 0, got {overhead!r}")
-        phases[str(name)] = PhaseFit(positive(fw, "bandwidth_fraction", fit["bandwidth_fraction"]), float(overhead))
+        check_keys(fw, fit, {"bandwidth_fraction", "overhead_s"}, {"serial_s_per_item"})
+        for key in ("overhead_s", "serial_s_per_item"):
+            v = fit.get(key, 0.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise UserError(f"{fw}: field {key} must be a number >= 0, got {v!r}")
+        phases[str(name)] = PhaseFit(positive(fw, "bandwidth_fraction", fit["bandwidth_fraction"]), float(fit["overhead_s"]),
+                                     float(fit.get("serial_s_per_item", 0.0)))
+    units = int(positive(where, "compute_units", data.get("compute_units", 132)))
     return Calibration(str(data["device"]), positive(where, "copy_bandwidth_bytes_per_s", data["copy_bandwidth_bytes_per_s"]),
-                       phases, dict(data.get("info") or {}))
+                       phases, dict(data.get("info") or {}), units)
 
 
 def load_calibration(path) -> Calibration:

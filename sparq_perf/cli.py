@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep finished rows in --out and run only the rest")
     p.add_argument("--quick", action="store_true", help="a few points only, for a smoke test")
     p.add_argument("--commit", default=None, help="git commit to record (default: asked of git)")
+    p.add_argument("--refit", action="store_true",
+                   help="no GPU: fit calibration.yaml again from the rows.csv and metadata.json in --out")
 
     p = sub.add_parser("report", help="write the interactive, self-contained HTML report")
     p.add_argument("--measurements", action="append", default=[],

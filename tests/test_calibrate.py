@@ -26,6 +26,33 @@ def test_fit_recovers_overhead_and_bandwidth_fraction():
     assert f.bandwidth_fraction == pytest.approx(0.93, rel=1e-4)
 
 
+def test_fit_recovers_the_serial_term_of_the_selection():
+    """Selection rows whose time has a part per candidate and wave of rows over the compute
+    units: the fit finds the seconds per item, and the plain two-term fit cannot match."""
+    from sparq_perf.cost.attention import attention_costs
+    from sparq_perf.cost.base import serial_waves
+    from sparq_perf.workload import Workload
+
+    rows = []
+    for S in (4096, 16384, 65536):
+        for B in (1, 16, 64):
+            w = Workload(B, S, 32, 32, 128, 16, S // 16, 0, 2.0, 2.0)
+            c = attention_costs("sparq", w)["sparq_select"]
+            t = 6e-6 + c.bytes / (0.5 * 3.0e12) + 4e-9 * serial_waves(c, 132)
+            rows.append({"source": "measured", "status": "ok", "method": "sparq", "phase": "sparq_select",
+                         "batch": B, "seq_len": S, "n_heads": 32, "n_kv_heads": 32, "d_head": 128, "r": 16,
+                         "k": S // 16, "l": 0, "kv_dtype": "bf16", "bytes_read": float(c.bytes_read),
+                         "bytes_written": float(c.bytes_written), "time_s": t})
+    cal = fit(rows, "h100-sxm", 3.0e12, compute_units=132)
+    f = cal.phases["sparq_select"]
+    assert f.serial_s_per_item == pytest.approx(4e-9, rel=1e-3)
+    assert f.bandwidth_fraction == pytest.approx(0.5, rel=1e-3)
+    assert error_stats(cal, rows)["all"]["median_abs_rel_error"] < 1e-3
+    plain = fit([{k: v for k, v in r.items() if k != "n_heads"} for r in rows], "h100-sxm", 3.0e12)
+    assert plain.phases["sparq_select"].serial_s_per_item == 0.0
+    assert error_stats(plain, rows)["all"]["median_abs_rel_error"] > 0.05
+
+
 def test_held_out_lengths_are_the_longer_ones_and_errors_are_reported(tmp_path):
     rng = np.random.default_rng(1)
     rows = _rows(rng, "dense_attention", 5e-6, 0.9, 3.0e12, noise=0.03)
@@ -39,6 +66,7 @@ def test_held_out_lengths_are_the_longer_ones_and_errors_are_reported(tmp_path):
     cal.save(path)
     back = load_calibration(path)
     assert back.phases["dense_attention"] == cal.phases["dense_attention"]
+    assert back.compute_units == cal.compute_units
 
 
 def test_a_wrong_model_shows_large_errors():

@@ -105,3 +105,24 @@ def test_bad_calibration_is_one_line(tmp_path):
     cal = tmp_path / "cal.yaml"
     cal.write_text("device: x\ncopy_bandwidth_bytes_per_s: -1\nphases: {}\n")
     assert_one_line_error(run("predict", "--calibration", str(cal)), "copy_bandwidth_bytes_per_s")
+
+
+def test_measure_refit_needs_no_gpu_and_fits_the_selection_serial_term(tmp_path):
+    """`measure --refit` fits calibration.yaml again from a committed sweep's rows."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    src = Path(__file__).resolve().parents[1] / "reports" / "h100-sxm"
+    for name in ("rows.csv", "metadata.json"):
+        shutil.copy(src / name, tmp_path / name)
+    p = run("measure", "--refit", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "held-out lengths" in p.stdout and "sparq_select" in p.stdout
+    cal = yaml.safe_load((tmp_path / "calibration.yaml").read_text())
+    assert cal["compute_units"] == 132
+    assert cal["phases"]["sparq_select"]["serial_s_per_item"] > 0
+    assert "serial_s_per_item" not in cal["phases"]["dense_decode"]
+    (tmp_path / "rows.csv").unlink()
+    assert_one_line_error(run("measure", "--refit", "--out", str(tmp_path)), "--refit needs", "rows.csv")

@@ -115,13 +115,16 @@ def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     reads = {"scores": n * S * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * k * INDEX_BYTES}
     launches = impl.select_launches
+    rows = items = 0.0
     if impl.select_filter and impl.scores_in_memory:
         more_reads, more_writes = filter_select_traffic(n, S, k, impl.sector_bytes)
         reads.update(more_reads)
         writes.update(more_writes)
+        rows, items = n, plan.candidates(S, k, plan.sample_size(S))  # the pick: a program per row
     else:
         launches = 1
-    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=launches)
+    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=launches,
+                     serial_rows=rows, serial_items=items)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:

@@ -20,6 +20,10 @@ class PhaseCost:
     writes: dict = field(default_factory=dict)
     flops: object = 0.0
     launches: float = 1.0
+    # work of programs that each own one row (a selection's pick): serial_rows such rows of
+    # serial_items items each; rows beyond the compute units wait for a later wave
+    serial_rows: object = 0.0
+    serial_items: object = 0.0
 
     @property
     def bytes_read(self):
@@ -40,10 +44,17 @@ class PhaseCost:
 
 def combine(name: str, costs) -> PhaseCost:
     """One cost for several operations run back to back (their terms prefixed by phase)."""
-    reads, writes, flops, launches = {}, {}, 0.0, 0.0
+    reads, writes, flops, launches, rows, items = {}, {}, 0.0, 0.0, 0.0, 0.0
     for c in costs:
         reads.update({f"{c.name}.{k}": v for k, v in c.reads.items()})
         writes.update({f"{c.name}.{k}": v for k, v in c.writes.items()})
         flops = flops + c.flops
         launches = launches + c.launches
-    return PhaseCost(name, reads, writes, flops, launches)
+        rows = np.maximum(rows, c.serial_rows)  # one phase has serial work at most
+        items = items + c.serial_items
+    return PhaseCost(name, reads, writes, flops, launches, rows, items)
+
+
+def serial_waves(cost: PhaseCost, compute_units: int):
+    """Items done one after another on a compute unit: ceil(rows / units) * items per row."""
+    return np.ceil(np.asarray(cost.serial_rows, np.float64) / compute_units) * cost.serial_items

@@ -1,29 +1,67 @@
 """Fit the model's efficiency terms to measured rows, and score predictions on held-out points.
 
-Per phase: time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth), fitted by
-least squares on relative residuals (scipy), so a 5 us point counts as much as a 5 ms one.
+Per phase: time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
++ serial_s_per_item * serial work (phases with one program per row: the selection's pick,
+whose rows beyond the compute units wait for later waves), fitted by least squares on
+relative residuals (scipy), so a 5 us point counts as much as a 5 ms one.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import phases as P
 from ..calibration import Calibration, PhaseFit
+from ..cost.base import serial_waves
 
 MIN_POINTS = 3
 
 
-def fit_phase(bytes_moved, times_s, copy_bandwidth_bytes_per_s: float) -> PhaseFit:
+def fit_phase(bytes_moved, times_s, copy_bandwidth_bytes_per_s: float, serial=None) -> PhaseFit:
     from scipy.optimize import least_squares
 
     b = np.asarray(bytes_moved, np.float64)
     t = np.asarray(times_s, np.float64)
-    x0 = [max(float(np.min(t)) * 0.5, 1e-7), 0.7]  # overhead, fraction of copy bandwidth
+    w = np.zeros_like(t) if serial is None else np.asarray(serial, np.float64)
+    with_serial = bool(np.any(w > 0))
+    x0 = [max(float(np.min(t)) * 0.5, 1e-7), 0.7] + ([1e-9] if with_serial else [])
+    scale = [1e-5, 0.5] + ([1e-9] if with_serial else [])
 
     def residual(p):
-        return (p[0] + b / (p[1] * copy_bandwidth_bytes_per_s)) / t - 1.0
+        return (p[0] + b / (p[1] * copy_bandwidth_bytes_per_s) + (p[2] * w if with_serial else 0.0)) / t - 1.0
 
-    sol = least_squares(residual, x0, bounds=([0.0, 1e-4], [1.0, 10.0]), x_scale=[1e-5, 0.5])
-    return PhaseFit(bandwidth_fraction=float(sol.x[1]), overhead_s=float(sol.x[0]))
+    lower, upper = [0.0, 1e-4] + [0.0] * with_serial, [1.0, 10.0] + [1e-3] * with_serial
+    sol = least_squares(residual, x0, bounds=(lower, upper), x_scale=scale)
+    return PhaseFit(bandwidth_fraction=float(sol.x[1]), overhead_s=float(sol.x[0]),
+                    serial_s_per_item=float(sol.x[2]) if with_serial else 0.0)
+
+
+def row_cost(row):
+    """The model's cost of a measured row's phase (a whole step: its phases combined)."""
+    from ..cost.attention import attention_costs
+    from ..cost.base import combine
+    from ..phase_model import STEP_PHASES
+    from ..units import dtype_bytes
+    from ..workload import Workload
+
+    w = Workload(int(row["batch"]), int(row["seq_len"]), int(row["n_heads"]), int(row["n_kv_heads"]),
+                 int(row["d_head"]), row.get("r") or 1, row.get("k") or 1, row.get("l") or 0,
+                 dtype_bytes(row.get("kv_dtype") or "bf16"), 2.0)
+    phase = row["phase"]
+    costs = attention_costs("sparq" if phase == P.APPEND else row["method"], w)
+    if phase in STEP_PHASES:
+        return combine(phase, [costs[n] for n in STEP_PHASES[phase]])
+    return costs[phase]
+
+
+WORKLOAD_FIELDS = ("batch", "seq_len", "n_heads", "n_kv_heads", "d_head")
+
+
+def serial_work(row, compute_units: int) -> float:
+    """Items of the row's phase done one after another per compute unit (0: none, or a row
+    without the workload fields to tell)."""
+    if any(row.get(f) is None for f in WORKLOAD_FIELDS):
+        return 0.0
+    return float(serial_waves(row_cost(row), compute_units))
 
 
 def measured_ok(rows, methods=("dense", "sparq")) -> list[dict]:
@@ -31,7 +69,8 @@ def measured_ok(rows, methods=("dense", "sparq")) -> list[dict]:
             and r["time_s"] and r["bytes_read"] is not None]
 
 
-def fit(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None = None) -> Calibration:
+def fit(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None = None,
+        compute_units: int = 132) -> Calibration:
     """A Calibration with one fit per phase that has at least MIN_POINTS measured rows."""
     by_phase: dict[str, list] = {}
     for r in measured_ok(rows):
@@ -40,8 +79,8 @@ def fit(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None 
     for phase, rs in sorted(by_phase.items()):
         if len(rs) >= MIN_POINTS:
             phases[phase] = fit_phase([r["bytes_read"] + r["bytes_written"] for r in rs], [r["time_s"] for r in rs],
-                                      copy_bandwidth_bytes_per_s)
-    return Calibration(device, copy_bandwidth_bytes_per_s, phases, info or {})
+                                      copy_bandwidth_bytes_per_s, [serial_work(r, compute_units) for r in rs])
+    return Calibration(device, copy_bandwidth_bytes_per_s, phases, info or {}, compute_units)
 
 
 def predict_row(cal: Calibration, row: dict, copy_bandwidth_bytes_per_s: float | None = None) -> float | None:
@@ -49,7 +88,8 @@ def predict_row(cal: Calibration, row: dict, copy_bandwidth_bytes_per_s: float |
     if f is None:
         return None
     bw = copy_bandwidth_bytes_per_s or cal.copy_bandwidth_bytes_per_s
-    return f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw)
+    serial = f.serial_s_per_item * serial_work(row, cal.compute_units) if f.serial_s_per_item else 0.0
+    return f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw) + serial
 
 
 def error_stats(cal: Calibration, rows, copy_bandwidth_bytes_per_s: float | None = None) -> dict:
@@ -78,13 +118,14 @@ def held_out_split(rows) -> tuple[list, list, list]:
     return train, test, [s for s in lengths if s not in cut]
 
 
-def calibrate_with_validation(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None = None) -> Calibration:
+def calibrate_with_validation(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None = None,
+                              compute_units: int = 132) -> Calibration:
     """The calibration to use (fitted on every row) with held-out scores in its info."""
     train, test, test_lengths = held_out_split(rows)
-    held = fit(train, device, copy_bandwidth_bytes_per_s)
+    held = fit(train, device, copy_bandwidth_bytes_per_s, compute_units=compute_units)
     info = dict(info or {})
     info["held_out"] = {"train_seq_len": sorted({r["seq_len"] for r in train}), "test_seq_len": test_lengths,
                         "errors": error_stats(held, test)}
-    full = fit(rows, device, copy_bandwidth_bytes_per_s, info)
+    full = fit(rows, device, copy_bandwidth_bytes_per_s, info, compute_units)
     full.info["in_sample_errors"] = error_stats(full, rows)
     return full

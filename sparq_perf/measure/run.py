@@ -64,6 +64,16 @@ def point_bytes(p: Point, n_buffers: int = 1) -> float:
 TWIN_METHOD = {"sdpa": "dense", "torch_topk": "sparq"}
 
 
+def _torch_units():
+    """The local GPU's multiprocessors (the calibration's serial term counts waves of them)."""
+    import torch
+
+    try:
+        return int(torch.cuda.get_device_properties(0).multi_processor_count)
+    except (RuntimeError, AssertionError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def twin_rows(p: Point, hw, measured: list[dict], base: dict, copy_bw: float) -> list[dict]:
     """Rows for one (model, B, S) group: each measured phase beside its predicted time (the
     profile's figures with this device's measured copy bandwidth).
@@ -112,7 +122,31 @@ def groups(points: list[Point]) -> dict[tuple, list[Point]]:
     return out
 
 
+def refit(out_dir: Path) -> int:
+    """A new calibration.yaml from the rows.csv and metadata.json already in out_dir (no GPU):
+    for a changed model, or to see its held-out errors again."""
+    from .calibrate import calibrate_with_validation
+
+    rows_path, meta_path = out_dir / "rows.csv", out_dir / "metadata.json"
+    if not rows_path.exists() or not meta_path.exists():
+        raise UserError(f"--refit needs {rows_path} and {meta_path} from an earlier measure run")
+    meta = json.loads(meta_path.read_text())
+    rows = R.read_csv(rows_path)
+    profile = meta.get("profile") or meta.get("gpu")
+    units = meta.get("compute_units") or (get_profile(profile).compute_units if profile in builtin_profiles() else 132)
+    copy_bw = meta["copy_bandwidth_bytes_per_s"]
+    cal = calibrate_with_validation(rows, profile, copy_bw, {"commit": meta.get("commit"), "gpu": meta.get("gpu"),
+                                                             "sweep": meta.get("sweep"), "refit_from": str(rows_path)},
+                                    units)
+    cal.save(out_dir / "calibration.yaml")
+    print_summary(rows, cal, copy_bw)
+    print(f"wrote {out_dir / 'calibration.yaml'}")
+    return 0
+
+
 def main(args) -> int:
+    if getattr(args, "refit", False):
+        return refit(Path(args.out))
     torch = _require_cuda()
     from ..measure import point as point_mod
     from ..measure import timing
@@ -198,7 +232,9 @@ def main(args) -> int:
             "copy_bandwidth_bytes_per_s": copy_bw, "bf16_matmul_flops_per_s": matmul,
             "nvml_before": nvml_before, "nvml_after": nvml_after}
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
-    cal = calibrate_with_validation(rows, profile_name, copy_bw, {"commit": commit, "gpu": gpu_name, "sweep": sweep_name})
+    units = _torch_units() or hw.compute_units
+    cal = calibrate_with_validation(rows, profile_name, copy_bw, {"commit": commit, "gpu": gpu_name, "sweep": sweep_name},
+                                    units)
     cal.save(out_dir / "calibration.yaml")
     print_summary(rows, cal, copy_bw)
     print(f"wrote {rows_path}, {out_dir / 'metadata.json'}, {out_dir / 'calibration.yaml'}")
