@@ -12,14 +12,17 @@ sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components
                over r rows of K^T.
              The last l positions get +inf (forced into the top k). Chunk 0 also writes
              q masked to its top-r components and 1/tau per query head (for alpha).
-sparq_select two exact kernels, chosen by shape (use_registers): one program per row with
-             the row in registers (bisection over the 32 key bits, then one compaction),
-             for many short rows; otherwise each row split over many programs so that
-             batch 1 fills the GPU: radix select over 4 levels of 8-bit digits, each a
-             launch adding per-chunk histograms into the row's (global atomics), then a
-             compaction launch writing the positions above the k-th largest key and as
-             many of its ties as needed through per-row atomic cursors. Exactly k
-             positions, unsorted.
+sparq_select exact top-k in three launches, for any number of rows and lengths:
+             a threshold per row, about a chosen rank of an evenly strided sample of the
+             row (select_plan: sized so the threshold lies below the k-th largest score
+             but for a vanishing fraction of rows); a filter over (rows, tiles of S)
+             appending the keys at or above it and their positions (the candidates: 1.3-1.9 k
+             at k = S/16) through a per-row atomic counter; a pick, one program per row,
+             finding the k-th largest candidate by bisection over the bits in which they
+             differ (two bits per block reduction), then writing the positions above it
+             and as many of its ties as needed. A row whose candidates are fewer than k or
+             do not fit is searched whole from memory instead: slow, never wrong.
+             Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),

@@ -33,7 +33,7 @@ def select_path(request, monkeypatch):
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
-        monkeypatch.setattr(sparq_module, "PICK_TILE", 64)
+        monkeypatch.setattr(sparq_module, "PICK_TILE", 256)
         monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
     if p == "sample-missed":
