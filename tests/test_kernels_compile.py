@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -51,7 +52,9 @@ print(json.dumps(out))
 
 def test_selection_kernels_compile_for_sm90():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    # from a neutral folder, so the installed package (kernels included) is what is imported
+    p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
+                       cwd=tempfile.gettempdir())
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
