@@ -40,8 +40,16 @@ from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 
-BLOCK_S = 512  # score positions per tile, one head per group: r rows x 512 positions of K^T
-BLOCK_S_GROUP = 256  # the same with g > 1 heads per group (H100: reports/kernels/tune_sparq.json)
+# score positions per tile: 512 for one head per group and r <= WIDE_SCORE_MAX_R (H100:
+# reports/kernels/tune_sparq.json, r = 16); otherwise 256 (g > 1 heads per group, or r rows
+# of K^T that make a [r, 512] tile too large: r = 64 ran 1.8x slower at 512 in the H100 sweep)
+BLOCK_S = 512
+BLOCK_S_NARROW = 256
+WIDE_SCORE_MAX_R = 16
+
+
+def score_block(G: int, r: int) -> int:
+    return BLOCK_S if G == 1 and r <= WIDE_SCORE_MAX_R else BLOCK_S_NARROW
 SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
 SCORE_WARPS = 4
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
@@ -396,7 +404,7 @@ class SparqState:
         self.G = Hq // Hkv
         dev = q.device
         rows = B * Hkv
-        self.block_s = BLOCK_S if self.G == 1 else BLOCK_S_GROUP
+        self.block_s = score_block(self.G, r)
         self.n_chunks = n_splits_for(rows, S, self.block_s, waves=SCORE_WAVES)
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.n_splits = n_splits_for(rows, k, BLOCK_K, waves=4.0)
