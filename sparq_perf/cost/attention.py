@@ -97,34 +97,31 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     return PhaseCost(P.SPARQ_SCORE, reads, writes, flops, impl.score_launches)
 
 
-def filter_select_traffic(n, positions, chosen, sector_bytes):
-    """(reads, writes) of our selection beyond reading the scores once and writing the
-    indices (select_plan): a sector per sampled key, the candidates written as key and
-    position, read back as keys, then as keys and positions, and a threshold per row."""
+def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
+    """Top-`chosen` of `positions` fp32 scores for each of n rows; int32 indices written.
+
+    With impl.select_filter (our kernels, select_plan) and the scores in memory: a sector
+    per sampled key, the candidates written as key and position, read back as keys, then as
+    keys and positions, and a threshold per row, in three launches; the pick is one program
+    per row over its candidates (the serial terms). Otherwise one ideal pass in one launch."""
+    positions = np.asarray(positions, np.float64)
+    reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
+    writes = {"indices": n * chosen * INDEX_BYTES}
+    if not (impl.select_filter and impl.scores_in_memory):
+        return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
     m = plan.sample_size(positions)
     c = plan.candidates(positions, chosen, m)
-    reads = {"sample": n * np.where(m < positions, m * sector_bytes, 0.0),
-             "candidates": n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)}
-    writes = {"candidates": n * c * (STAT_BYTES + INDEX_BYTES), "threshold": n * STAT_BYTES}
-    return reads, writes
+    reads["sample"] = n * np.where(m < positions, m * impl.sector_bytes, 0.0)
+    reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
+    writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
+    writes["threshold"] = n * STAT_BYTES
+    return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
+                     serial_rows=n, serial_items=c)
 
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Step 5: the k largest group-summed scores (l most recent forced in)."""
-    n, S, k = _pairs(w), np.asarray(w.seq_len, np.float64), np.asarray(w.k, np.float64)
-    reads = {"scores": n * S * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
-    writes = {"indices": n * k * INDEX_BYTES}
-    launches = impl.select_launches
-    rows = items = 0.0
-    if impl.select_filter and impl.scores_in_memory:
-        more_reads, more_writes = filter_select_traffic(n, S, k, impl.sector_bytes)
-        reads.update(more_reads)
-        writes.update(more_writes)
-        rows, items = n, plan.candidates(S, k, plan.sample_size(S))  # the pick: a program per row
-    else:
-        launches = 1
-    return PhaseCost(P.SPARQ_SELECT, reads, writes, flops=n * S * impl.select_passes, launches=launches,
-                     serial_rows=rows, serial_items=items)
+    return select_cost(P.SPARQ_SELECT, _pairs(w), w.seq_len, np.asarray(w.k, np.float64), impl)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:

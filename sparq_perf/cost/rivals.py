@@ -44,7 +44,7 @@ import numpy as np
 from .. import phases as P
 from ..workload import Workload
 from .attention import (INDEX_BYTES, SOFTMAX_FLOPS_PER_SCORE, STAT_BYTES, append_cost, dense_attention_cost,
-                        filter_select_traffic)
+                        select_cost)
 from .base import PhaseCost
 
 
@@ -156,18 +156,8 @@ def _score(name, w: Workload, impl: SelectImpl, positions, key_reads: dict, flop
 
 
 def _select(name, w: Workload, impl: SelectImpl, positions, chosen) -> PhaseCost:
-    """Top-`chosen` of `positions` scores; writes int32 indices."""
-    n = _dims(w)[0]
-    reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
-    writes = {"indices": n * chosen * INDEX_BYTES}
-    launches = impl.select_launches
-    if impl.select_filter and impl.scores_in_memory:
-        more_reads, more_writes = filter_select_traffic(n, np.asarray(positions, np.float64), chosen, impl.sector_bytes)
-        reads.update(more_reads)
-        writes.update(more_writes)
-    else:
-        launches = 1
-    return PhaseCost(name, reads, writes, n * positions * impl.select_passes, launches)
+    """Top-`chosen` of `positions` scores; writes int32 indices (our selection: select_cost)."""
+    return select_cost(name, _dims(w)[0], positions, chosen, impl)
 
 
 def _attend(name, w: Workload, rows, launches, *, indices=None, k_rows=True, extra_reads=None,
