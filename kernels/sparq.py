@@ -46,13 +46,13 @@ from sparq_perf import select_plan as plan
 BLOCK_S = 512
 BLOCK_S_NARROW = 256
 WIDE_SCORE_MAX_R = 16
+SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
+SCORE_WARPS = 4
+BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 
 
 def score_block(G: int, r: int) -> int:
     return BLOCK_S if G == 1 and r <= WIDE_SCORE_MAX_R else BLOCK_S_NARROW
-SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
-SCORE_WARPS = 4
-BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 
 
 @triton.jit

@@ -227,12 +227,12 @@ def main(args) -> int:
     from importlib.metadata import version
 
     versions["sparq_perf"] = version("sparq-perf")
+    units = _torch_units() or hw.compute_units
     meta = {"gpu": gpu_name, "profile": profile_name, "sweep": sweep_name, "commit": commit, "command": command,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions,
-            "copy_bandwidth_bytes_per_s": copy_bw, "bf16_matmul_flops_per_s": matmul,
+            "copy_bandwidth_bytes_per_s": copy_bw, "bf16_matmul_flops_per_s": matmul, "compute_units": units,
             "nvml_before": nvml_before, "nvml_after": nvml_after}
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
-    units = _torch_units() or hw.compute_units
     cal = calibrate_with_validation(rows, profile_name, copy_bw, {"commit": commit, "gpu": gpu_name, "sweep": sweep_name},
                                     units)
     cal.save(out_dir / "calibration.yaml")
