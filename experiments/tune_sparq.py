@@ -30,9 +30,11 @@ H_Q, D = 32, 128
 SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(BLOCK_S=(256, 512), SCORE_WAVES=(4.0, 8.0, 16.0), SCORE_WARPS=(4,))
-# selection: the default filter, one setting changed at a time, and the radix kernels
-SELECT_VARIANTS = [{}, {"SAMPLE_MAX": 2048}, {"SAMPLE_STRIDE": 32}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 4096},
-                   {"PICK_KEYS_PER_THREAD": 32}]
+# selection: the default, then one group of settings changed at a time
+SELECT_VARIANTS = [{}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 32}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64},
+                   {"THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32},
+                   {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64, "THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32},
+                   {"SAMPLE_SIGMAS": 4.0}, {"FILTER_BLOCK": 1024}]
 DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 

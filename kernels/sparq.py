@@ -461,6 +461,9 @@ SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = 2048  # keys per program of the filter pass
 PICK_KEYS_PER_THREAD = 16  # candidates per thread of the pick kernel (its warps follow)
+PICK_MIN_WARPS = 4
+THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
+THRESH_MIN_WARPS = 4
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pick's writes
 
 
@@ -496,11 +499,17 @@ class FilterWorkspace:
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
 
 
+def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
+    """Warps for a program holding n keys at per_thread keys per thread, within [lo, hi]."""
+    return max(lo, min(hi, n // (32 * per_thread)))
+
+
 def filter_candidates(scores, ws: FilterWorkspace):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold."""
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
-    _threshold_kernel[(rows,)](scores, ws.thresh, ws.S, ws.n_sample, ws.rank, NS=ns, num_warps=max(4, min(16, ns // 512)))
+    _threshold_kernel[(rows,)](scores, ws.thresh, ws.S, ws.n_sample, ws.rank, NS=ns,
+                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
                                                        BLOCK=ws.block, num_warps=4)
     return ws.count
@@ -522,7 +531,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         raise ValueError("the selection workspace was made for another shape or k")
     filter_candidates(scores, ws)
     capb = triton.next_power_of_2(ws.cap)
-    warps = max(4, min(32, capb // (32 * PICK_KEYS_PER_THREAD)))
+    warps = _warps(capb, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, CAPB=capb, BLOCK=PICK_TILE,
                           num_warps=warps)
     return out

@@ -4,6 +4,11 @@ Results are seconds: median and 20th/80th percentiles of the time of one call.
 Cold L2: pass several callables working on different input sets (enough that together
 they exceed ~5x the L2); each replay runs them in turn and its time is divided by their
 number, so no call finds its inputs left in L2 by the previous one.
+
+Short calls: a graph replay costs a few microseconds of launch on the GPU itself, which a
+decode step captured whole (as servers run it) pays once for all its kernels, not once per
+kernel. So a graph holds the round of calls repeated until one replay lasts at least
+MIN_REPLAY_S, and the time per call is the replay's time over all the calls it holds.
 """
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ import math
 import statistics
 
 import torch
+
+MIN_REPLAY_S = 100e-6  # a replay's length: its launch, ~3-5 us, stays under ~5% of it
+MAX_ROUNDS_PER_REPLAY = 64
 
 
 def l2_bytes(device=None) -> int:
@@ -33,9 +41,9 @@ def _summary(times_s, n_calls):
 def time_calls(fns, use_graph: bool = True, warmup: int = 3, min_repeats: int = 30, target_s: float = 0.25):
     """Time `fns` (one callable, or one per input set, run in turn) -> dict of seconds per call.
 
-    use_graph: capture one round of the calls in a CUDA graph and time its replays (as a
-    server replays a decode step: no launch gaps from Python); otherwise time eager calls
-    with CUDA events.
+    use_graph: capture rounds of the calls in a CUDA graph (as many as make a replay last
+    MIN_REPLAY_S) and time its replays, as a server replays a decode step: no launch gaps
+    from Python; otherwise time eager calls with CUDA events.
     """
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns]
     n = len(fns)
@@ -47,27 +55,14 @@ def time_calls(fns, use_graph: bool = True, warmup: int = 3, min_repeats: int = 
     for _ in range(warmup):  # compiles and loads the kernels, outside the graph
         one_round()
     torch.cuda.synchronize()
+    rounds = 1
     run = one_round
     if use_graph:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            one_round()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            one_round()
-        run = graph.replay
-        for _ in range(warmup):
-            run()
-    # estimate the time of one round to size the repeats
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        run()
-    end.record()
-    torch.cuda.synchronize()
-    est_s = max(start.elapsed_time(end) / 3e3, 1e-7)
+        run = _graph_of(one_round, 1, warmup)
+        rounds = max(1, min(MAX_ROUNDS_PER_REPLAY, math.ceil(MIN_REPLAY_S / _estimate_s(run))))
+        if rounds > 1:
+            run = _graph_of(one_round, rounds, warmup)
+    est_s = _estimate_s(run)
     repeats = max(min_repeats, min(2000, int(target_s / est_s)))
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
     for s, e in events:
@@ -75,10 +70,38 @@ def time_calls(fns, use_graph: bool = True, warmup: int = 3, min_repeats: int = 
         run()
         e.record()
     torch.cuda.synchronize()
-    out = _summary([s.elapsed_time(e) / 1e3 for s, e in events], n)
+    out = _summary([s.elapsed_time(e) / 1e3 for s, e in events], n * rounds)
     out["graph"] = use_graph
     out["input_sets"] = n
+    out["rounds_per_replay"] = rounds
     return out
+
+
+def _graph_of(one_round, rounds: int, warmup: int):
+    """A CUDA graph of `rounds` rounds of the calls, warmed up: returns its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        one_round()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(rounds):
+            one_round()
+    for _ in range(warmup):
+        graph.replay()
+    return graph.replay
+
+
+def _estimate_s(run) -> float:
+    """Seconds of one run, from three in a row."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        run()
+    end.record()
+    torch.cuda.synchronize()
+    return max(start.elapsed_time(end) / 3e3, 1e-7)
 
 
 def copy_bandwidth_bytes_per_s(n_bytes: int = 2 * 2**30) -> dict:

@@ -1,0 +1,73 @@
+"""Per-kernel time and DRAM bytes of one SparQ step and one dense step, read by Nsight
+Compute's counters (each kernel alone, caches flushed before it, clocks left alone).
+
+    ncu --profile-from-start off --clock-control none --csv --print-units base \\
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,\\
+launch__grid_size,launch__block_size,launch__registers_per_thread \\
+        python experiments/profile_step.py run > ncu.csv
+    python experiments/profile_step.py table ncu.csv     (one line per kernel launch)
+
+`run` checks the SparQ step against the float64 reference first (batch element 0, with the
+kernel's chosen positions), then profiles one step of each method at each shape.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+
+SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv), 32 query heads, d_h = 128
+H_Q, D = 32, 128
+
+
+def run():
+    import torch
+
+    from sparq_perf.kernels.runners import phase_runners
+    from sparq_perf.measure.point import _random_cache, check_sparq_step
+
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    for B, S, Hkv in SHAPES:
+        cache = _random_cache(B, Hkv, S, D, torch.bfloat16, gen)
+        q = torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen)
+        r, k = 16, S // 16
+        sparq = phase_runners("sparq", q, cache, r=r, k=k, with_append=False)
+        dense = phase_runners("dense", q, cache, with_append=False)
+        err = check_sparq_step(sparq, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
+                               cache.v_bar[0:1].double(), r, k)
+        print(f"B={B} S={S} Hkv={Hkv} r={r} k={k} check rel err {err:.2e}", file=sys.stderr, flush=True)
+        for f in (sparq["sparq_decode"], dense["dense_decode"]):
+            f()
+            f()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        sparq["sparq_decode"]()
+        dense["dense_decode"]()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        del cache, sparq, dense
+
+
+def table(path):
+    """ncu's CSV (one row per kernel and metric) -> one line per launch, in launch order."""
+    launches: dict[str, dict] = {}
+    with open(path) as f:
+        lines = [ln for ln in f if ln.startswith('"')]
+    for row in csv.DictReader(lines):
+        x = launches.setdefault(row["ID"], {"kernel": row["Kernel Name"].split("(")[0][:28]})
+        x[row["Metric Name"]] = float(row["Metric Value"].replace(",", ""))
+    print(f"{'kernel':28} {'grid':>7} {'block':>5} {'regs':>4} {'us':>8} {'MB read':>8} {'MB writ':>8} {'GB/s':>7}")
+    for x in launches.values():
+        us = x.get("gpu__time_duration.sum", 0.0) / 1e3
+        rd, wr = x.get("dram__bytes_read.sum", 0.0), x.get("dram__bytes_write.sum", 0.0)
+        print(f"{x['kernel']:28} {x.get('launch__grid_size', 0):7.0f} {x.get('launch__block_size', 0):5.0f} "
+              f"{x.get('launch__registers_per_thread', 0):4.0f} {us:8.1f} {rd / 1e6:8.2f} {wr / 1e6:8.2f} "
+              f"{(rd + wr) / max(us, 1e-9) / 1e3:7.0f}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["run"]:
+        run()
+    elif sys.argv[1:2] == ["table"]:
+        table(sys.argv[2])
+    else:
+        sys.exit(__doc__)
