@@ -7,6 +7,9 @@ launch__grid_size,launch__block_size,launch__registers_per_thread \\
         python experiments/profile_step.py run > ncu.csv
     python experiments/profile_step.py table ncu.csv     (one line per kernel launch)
 
+`run score` profiles instead the score kernel alone at B=1, S=32k (MHA) for each tile width
+and grid size in SCORE_VARIANTS, in that order.
+
 `run` checks the SparQ step against the float64 reference first (batch element 0, with the
 kernel's chosen positions), then profiles one step of each method at each shape.
 """
@@ -17,6 +20,30 @@ import sys
 
 SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv), 32 query heads, d_h = 128
 H_Q, D = 32, 128
+SCORE_VARIANTS = [(512, 4.0), (256, 4.0), (512, 1.0), (512, 2.0), (512, 8.0), (256, 16.0)]  # (BLOCK_S, SCORE_WAVES)
+
+
+def run_score():
+    import torch
+
+    from sparq_perf.kernels import sparq as sp
+    from sparq_perf.kernels.runners import phase_runners
+    from sparq_perf.measure.point import _random_cache
+
+    gen = torch.Generator(device="cuda").manual_seed(12)
+    B, S, Hkv = 1, 32768, 32
+    cache = _random_cache(B, Hkv, S, D, torch.bfloat16, gen)
+    q = torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen)
+    for block, waves in SCORE_VARIANTS:
+        sp.BLOCK_S, sp.BLOCK_S_NARROW, sp.SCORE_WAVES = block, block, waves
+        score = phase_runners("sparq", q, cache, r=16, k=S // 16, with_append=False)["sparq_score"]
+        score()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        score()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        print(f"score BLOCK_S={block} SCORE_WAVES={waves}", file=sys.stderr, flush=True)
 
 
 def run():
@@ -65,7 +92,9 @@ def table(path):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["run"]:
+    if sys.argv[1:3] == ["run", "score"]:
+        run_score()
+    elif sys.argv[1:2] == ["run"]:
         run()
     elif sys.argv[1:2] == ["table"]:
         table(sys.argv[2])

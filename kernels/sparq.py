@@ -460,7 +460,8 @@ SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = 2048  # keys per program of the filter pass
-PICK_KEYS_PER_THREAD = 16  # candidates per thread of the pick kernel (its warps follow)
+PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
+# time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 THRESH_MIN_WARPS = 4
