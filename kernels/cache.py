@@ -7,6 +7,10 @@ Layout per sequence and KV head (SPARQ.md section 2):
   v_bar [B, H_kv, d]   fp32 running mean of V (bf16 would stop moving after a few
                        thousand steps: an increment of 1/n falls below half an ulp)
 C is the capacity; `length` (S) positions are valid and is a plain runtime integer.
+KT's rows are KT_ALIGN positions apart at least (its storage is padded to a multiple of it),
+so every row starts 16-byte aligned whatever C is: the score kernel then reads K^T with
+16-byte loads. With an odd row stride it could only use 2-byte loads (H100, B=1, S=32k:
+three times the load traffic and twice the DRAM bytes; experiments/NOTES.md).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 
 SUPPORTED_D_HEAD = (64, 80, 128, 256)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+KT_ALIGN = 64  # positions: 128 bytes of bf16
 
 
 @dataclass
@@ -34,7 +39,8 @@ class KVCache:
             raise ValueError(f"KV dtype must be bfloat16 or float16, got {dtype}")
         shape = (batch, n_kv_heads, capacity, d_head)
         K = torch.zeros(shape, dtype=dtype, device=device)
-        KT = torch.zeros((batch, n_kv_heads, d_head, capacity), dtype=dtype, device=device)
+        padded = -(-capacity // KT_ALIGN) * KT_ALIGN
+        KT = torch.zeros((batch, n_kv_heads, d_head, padded), dtype=dtype, device=device)[..., :capacity]
         V = torch.zeros(shape, dtype=dtype, device=device)
         v_bar = torch.zeros((batch, n_kv_heads, d_head), dtype=torch.float32, device=device)
         return cls(K, KT, V, v_bar, 0)

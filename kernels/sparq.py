@@ -58,7 +58,7 @@ def score_block(G: int, r: int) -> int:
 @triton.jit
 def _score_kernel(
     Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART,
-    S, chunk, n_chunks, l_window, r,
+    S, S_load, chunk, n_chunks, l_window, r,
     sQb, sQh, sTb, sTh, sTd, sMb, sMh,
     HKV,
     G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
@@ -120,7 +120,8 @@ def _score_kernel(
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
         nm = pos < end
-        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & nm[None, :], other=0.0)  # [RP, BLOCK_S]
+        # masked at S_load (a multiple of 16 when the rows have room): 16-byte loads
+        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & (pos < S_load)[None, :], other=0.0)  # [RP, BLOCK_S]
         z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
         if PASS == 0:  # one head: its statistics from its [BLOCK_S] logits, not the padded rows
@@ -434,6 +435,14 @@ def _meta(q, cache):
     return dict(G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d), UPCAST=INTERPRET)
 
 
+def kt_load_end(KT, S: int) -> int:
+    """Where the score kernel's loads of K^T rows stop: S rounded up to 16 positions when
+    every row has room for them (KVCache pads its rows), else S. A multiple of 16 lets
+    the compiler use 16-byte loads; the positions past S are read, never scored."""
+    end = -(-S // 16) * 16
+    return end if KT.stride(2) % 16 == 0 and KT.stride(2) >= end and KT.stride(3) == 1 else S
+
+
 def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     """Steps 1-5's ranking score: fills state.scores [B, H_kv, S] (fp32) and statistics."""
     check_q(q, cache)
@@ -443,7 +452,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     grid = (q.shape[0] * Hkv, state.n_chunks)
     args = (
         q, KT, state.scores, state.qm, state.inv_tau, state.m_stat, state.l_stat,
-        state.S, state.chunk, state.n_chunks, state.l, state.r,
+        state.S, kt_load_end(KT, state.S), state.chunk, state.n_chunks, state.l, state.r,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
     common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),

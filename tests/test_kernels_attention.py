@@ -135,6 +135,16 @@ def test_append_writes_both_layouts_and_mean(dtype):
     assert torch.allclose(cache.v_bar.double(), all_v.mean(2), rtol=0, atol=1e-5)  # fp32 running mean
 
 
+def test_kt_rows_start_16_byte_aligned_at_any_capacity():
+    from sparq_perf.kernels.cache import KT_ALIGN
+
+    for capacity in (1, 50, 1001, 4096):
+        cache = KVCache.empty(2, 3, capacity, 64, device=DEV)
+        assert cache.KT.shape == (2, 3, 64, capacity) and cache.capacity == capacity
+        assert cache.KT.stride(2) % KT_ALIGN == 0 and cache.KT.stride(2) >= capacity
+        assert cache.KT.data_ptr() % 16 == 0
+
+
 def test_cost_model_sizes_the_selection_as_the_kernels_do():
     """The cost model's sample and candidates are the kernels' (one plan, the same constants)."""
     from sparq_perf import select_plan
