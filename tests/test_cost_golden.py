@@ -157,3 +157,14 @@ def test_speedup_approaches_byte_ratio_at_long_context():
     ev = evaluate(m, hw, batch=64, seq_len=1024 * 1024, r=16, k=65536)
     ratio = ev.summary["dense.attention_bytes"] / ev.summary["sparq.attention_bytes"]
     assert ev.summary["sparq.speedup_attention"] == pytest.approx(ratio, rel=0.01)
+
+
+def test_selection_serial_work_is_sample_plus_candidates_by_hand():
+    """S = 16k, k = 1024: a 1024-key sample (one in 16), threshold at sampled rank
+    ceil(64 + 6 * 8 + 8) = 120, so 16384 * 120 / 1024 = 1920 candidates; each of the 4 rows'
+    programs goes through 1024 + 1920 keys."""
+    from sparq_perf.cost.attention import select_cost
+
+    c = select_cost(P.SPARQ_SELECT, 4, 16384, 1024.0, SparqImpl())
+    assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 1920)
+    assert float(c.writes["candidates"]) == pytest.approx(4 * 1920 * 8)

@@ -102,8 +102,9 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
 
     With impl.select_filter (our kernels, select_plan) and the scores in memory: a sector
     per sampled key, the candidates written as key and position, read back as keys, then as
-    keys and positions, and a threshold per row, in three launches; the pick is one program
-    per row over its candidates (the serial terms). Otherwise one ideal pass in one launch."""
+    keys and positions, and a threshold per row, in three launches. The threshold and the
+    pick are one program per row, over its sampled keys and over its candidates: the serial
+    terms (items = sample + candidates). Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * chosen * INDEX_BYTES}
@@ -116,7 +117,7 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     writes["threshold"] = n * STAT_BYTES
     return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
-                     serial_rows=n, serial_items=c)
+                     serial_rows=n, serial_items=c + m)
 
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
