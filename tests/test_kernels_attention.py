@@ -145,6 +145,15 @@ def test_kt_rows_start_16_byte_aligned_at_any_capacity():
         assert cache.KT.data_ptr() % 16 == 0
 
 
+def test_score_loads_stop_at_s_rounded_up_only_where_the_rows_have_room():
+    from sparq_perf.kernels.sparq import kt_load_end
+
+    padded = KVCache.empty(1, 2, 1001, 64, device=DEV).KT  # rows 1024 apart
+    assert kt_load_end(padded, 1001) == 1008 and kt_load_end(padded, 992) == 992
+    bare = torch.zeros(1, 2, 64, 1001, device=DEV)  # a caller's own K^T, rows 1001 apart
+    assert kt_load_end(bare, 1001) == 1001 and kt_load_end(bare, 990) == 990
+
+
 def test_cost_model_sizes_the_selection_as_the_kernels_do():
     """The cost model's sample and candidates are the kernels' (one plan, the same constants)."""
     from sparq_perf import select_plan
