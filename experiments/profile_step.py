@@ -50,7 +50,7 @@ def run():
     import torch
 
     from sparq_perf.kernels.runners import phase_runners
-    from sparq_perf.measure.point import _random_cache, check_sparq_step
+    from sparq_perf.measure.point import _random_cache, check_sparq_on_cache
 
     gen = torch.Generator(device="cuda").manual_seed(11)
     for B, S, Hkv in SHAPES:
@@ -59,8 +59,7 @@ def run():
         r, k = 16, S // 16
         sparq = phase_runners("sparq", q, cache, r=r, k=k, with_append=False)
         dense = phase_runners("dense", q, cache, with_append=False)
-        err = check_sparq_step(sparq, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
-                               cache.v_bar[0:1].double(), r, k)
+        err = check_sparq_on_cache(sparq, q, cache, r, k)
         print(f"B={B} S={S} Hkv={Hkv} r={r} k={k} check rel err {err:.2e}", file=sys.stderr, flush=True)
         for f in (sparq["sparq_decode"], dense["dense_decode"]):
             f()

@@ -23,7 +23,7 @@ import triton
 from sparq_perf import phases as P
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.measure.point import _random_cache, check_sparq_step, same_topk
+from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
@@ -48,12 +48,6 @@ def apply(cfg):
         setattr(sp, name, value)
 
 
-def check_step(runner, q, cache, r, k):
-    S = cache.length
-    return check_sparq_step(runner, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
-                            cache.v_bar[0:1].double(), r, k)
-
-
 def sweep_step(B, S, Hkv, gen, res, with_score):
     r, k = 16, S // 16
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
@@ -63,7 +57,7 @@ def sweep_step(B, S, Hkv, gen, res, with_score):
     for phase, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
-        err = check_step(runs[0], qs[0], caches[0], r, k)
+        err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
         for x in runs[1:]:  # the selection alone reads each set's scores: compute them first
             x[P.SPARQ_SCORE]()
         name = P.SPARQ_SCORE if phase == "score" else P.SPARQ_SELECT

@@ -166,3 +166,12 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.n_sample == select_plan.sample_size(S)
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
         assert ws.cap >= select_plan.candidates(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
+
+def test_the_step_check_passes_a_good_step_and_refuses_a_mismatched_one():
+    from sparq_perf.measure.point import check_sparq_on_cache
+
+    q, _, _, cache = make(1, 8, 2, 257, 64, torch.bfloat16)
+    runner = phase_runners("sparq", q, cache, r=8, k=40)
+    assert check_sparq_on_cache(runner, q, cache, 8, 40) < TOL[torch.bfloat16]
+    with pytest.raises(RuntimeError):  # checked as if it chose 41 positions: it chose 40
+        check_sparq_on_cache(runner, q, cache, 8, 41)

@@ -47,6 +47,14 @@ def check_sparq_step(runner, q0, K0, V0, v_bar0, r, k, l=0, mix_mean=True, where
     return err
 
 
+def check_sparq_on_cache(runner, q, cache, r, k):
+    """check_sparq_step for a runner made on q and cache (l = 0, mixing on): element 0 of
+    each, upcast to float64 here."""
+    S = cache.length
+    return check_sparq_step(runner, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
+                            cache.v_bar[0:1].double(), r, k)
+
+
 def _random_cache(B, Hkv, S, d, dtype, gen):
     from sparq_perf.kernels import KVCache
 
