@@ -2,8 +2,8 @@
 
 Per phase, time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
 + serial_s_per_item * serial work, the last for phases with work done by one program per
-row (the selection's pick: ceil(rows / compute_units) * candidates per row). The bandwidth
-term scales with a device's copy bandwidth; the overhead and the serial term (launches,
+row (the selection's threshold and pick: ceil(rows / compute_units) * (sample + candidates
+per row)). The bandwidth term scales with a device's copy bandwidth; the overhead and the serial term (launches,
 latency-bound selection) do not, so a calibration taken on one GPU can predict another
 given only that GPU's measured copy bandwidth.
 """

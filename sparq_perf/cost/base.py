@@ -20,8 +20,8 @@ class PhaseCost:
     writes: dict = field(default_factory=dict)
     flops: object = 0.0
     launches: float = 1.0
-    # work of programs that each own one row (a selection's pick): serial_rows such rows of
-    # serial_items items each; rows beyond the compute units wait for a later wave
+    # work of programs that each own one row (a selection's threshold and pick): serial_rows
+    # such rows of serial_items items each; rows beyond the compute units wait for a later wave
     serial_rows: object = 0.0
     serial_items: object = 0.0
 

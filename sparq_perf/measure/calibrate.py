@@ -1,8 +1,8 @@
 """Fit the model's efficiency terms to measured rows, and score predictions on held-out points.
 
 Per phase: time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
-+ serial_s_per_item * serial work (phases with one program per row: the selection's pick,
-whose rows beyond the compute units wait for later waves), fitted by least squares on
++ serial_s_per_item * serial work (phases with one program per row: the selection's
+threshold and pick, whose rows beyond the compute units wait for later waves), fitted by least squares on
 relative residuals (scipy), so a 5 us point counts as much as a 5 ms one.
 """
 from __future__ import annotations
