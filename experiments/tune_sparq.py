@@ -29,12 +29,10 @@ from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 H_Q, D = 32, 128
 SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
-SCORE_GRID = dict(BLOCK_S=(256, 512), SCORE_WAVES=(4.0, 8.0, 16.0), SCORE_WARPS=(4,))
+SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
+                  SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 32}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64},
-                   {"THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32},
-                   {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64, "THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32},
-                   {"SAMPLE_SIGMAS": 4.0}, {"FILTER_BLOCK": 1024}]
+SELECT_VARIANTS = [{}, {"THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64}]
 DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 
@@ -53,7 +51,9 @@ def sweep_step(B, S, Hkv, gen, res, with_score):
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
     qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
-    trials = [("score", c) for c in configs(SCORE_GRID) if with_score] + [("select", c) for c in SELECT_VARIANTS]
+    # one head per group scores with BLOCK_S (FMA or not); g > 1 with BLOCK_S_NARROW, never FMA
+    score_cfgs = [c for c in configs(SCORE_GRID) if Hkv == H_Q or (not c["SCORE_FMA"] and c["BLOCK_S"] == 512)]
+    trials = [("score", c) for c in score_cfgs if with_score] + [("select", c) for c in SELECT_VARIANTS]
     for phase, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]

@@ -48,6 +48,8 @@ BLOCK_S_NARROW = 256
 WIDE_SCORE_MAX_R = 16
 SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
 SCORE_WARPS = 4
+SCORE_TOPR_KERNEL = True  # steps 1-2 in their own launch, once per KV head (else in every score program)
+SCORE_FMA = True  # one head per group: logits by multiply-adds, not a 16-row tl.dot
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 
 
@@ -56,9 +58,63 @@ def score_block(G: int, r: int) -> int:
 
 
 @triton.jit
+def _top_r(Q, b, h, r, sQb, sQh, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
+           RP: tl.constexpr):
+    """Steps 1-2 for one KV head: i1 [RP] (slot -> component of the top r of |q| summed over
+    the group; slots >= r hold 0), q [GP, DP] (fp32), the rank of each component, and
+    1/tau per query head [GP]."""
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, DP)
+    offs_r = tl.arange(0, RP)
+    gm = offs_g < G
+    dm = offs_d < D
+    rm = offs_r < r
+    q_ptr = Q + b * sQb + (h * G + offs_g)[:, None] * sQh
+    q = tl.load(q_ptr + offs_d[None, :], mask=gm[:, None] & dm[None, :], other=0.0).to(tl.float32)
+    # rank_i = #{j beating i}, ties by index
+    a = tl.sum(tl.abs(q), 0)
+    a = tl.where(dm, a, -1.0)
+    beats = (a[None, :] > a[:, None]) | ((a[None, :] == a[:, None]) & (offs_d[None, :] < offs_d[:, None]))
+    rank = tl.sum(beats.to(tl.int32), 1)  # [DP]
+    i1 = tl.sum(tl.where(rank[None, :] == offs_r[:, None], offs_d[None, :], 0), 1)  # slot -> component
+    # tau = sqrt(d * |q[i1]|_1 / |q|_1), per query head
+    l1_all = tl.sum(tl.abs(q), 1)
+    l1_sel = tl.sum(tl.where((rank < r)[None, :], tl.abs(q), 0.0), 1)
+    inv_tau = tl.where(gm, tl.sqrt(tl.where(gm, l1_all, 1.0) / (D * tl.where(gm, l1_sel, 1.0))), 0.0)
+    return i1, q, rank, inv_tau
+
+
+@triton.jit
+def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                 DP: tl.constexpr, RP: tl.constexpr):
+    """Grid (B*H_kv,): steps 1-2 once per KV head, for every score program and for attend:
+    I1 [rows, RP], q masked to its top-r components (QM) and 1/tau per query head."""
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // HKV
+    h = pid % HKV
+    i1, q, rank, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, DP)
+    gm = offs_g < G
+    hq = b * HKV * G + h * G + offs_g
+    tl.store(I1 + pid * RP + tl.arange(0, RP), i1)
+    tl.store(QM + hq[:, None] * D + offs_d[None, :], tl.where((rank < r)[None, :], q, 0.0).to(QM.dtype.element_ty),
+             mask=gm[:, None] & (offs_d < D)[None, :])
+    tl.store(INV_TAU + hq, inv_tau, mask=gm)
+
+
+@triton.jit
+def _store_sample(dst, score, pos, valid, s_stride, n_sample):
+    """The row's threshold sample, written where it is computed: the scores at positions
+    i * s_stride, i < n_sample, stored contiguously at dst[i]."""
+    i = pos // s_stride
+    tl.store(dst + i, score, mask=valid & (pos == i * s_stride) & (i < n_sample))
+
+
+@triton.jit
 def _score_kernel(
-    Q, KT, SCORES, QM, INV_TAU, M_PART, L_PART,
-    S, S_load, chunk, n_chunks, l_window, r,
+    Q, KT, SCORES, SAMPLE, QM, INV_TAU, I1, M_PART, L_PART,
+    S, S_load, chunk, n_chunks, l_window, r, s_stride, n_sample,
     sQb, sQh, sTb, sTh, sTd, sMb, sMh,
     HKV,
     G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
@@ -66,6 +122,8 @@ def _score_kernel(
     BLOCK_S: tl.constexpr,
     NCP: tl.constexpr,  # chunks rounded up to a power of two (statistics merge, pass 2)
     PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
+    TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
+    FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -80,24 +138,17 @@ def _score_kernel(
     rm = offs_r < r
     hq = h * G + offs_g  # query heads of this group
     q_ptr = Q + b * sQb + hq[:, None] * sQh
-    q = tl.load(q_ptr + offs_d[None, :], mask=gm[:, None] & dm[None, :], other=0.0).to(tl.float32)
-    # Step 1: i1 = top-r of |q| summed over the group. rank_i = #{j beating i}, ties by index.
-    a = tl.sum(tl.abs(q), 0)
-    a = tl.where(dm, a, -1.0)
-    beats = (a[None, :] > a[:, None]) | ((a[None, :] == a[:, None]) & (offs_d[None, :] < offs_d[:, None]))
-    rank = tl.sum(beats.to(tl.int32), 1)  # [DP]
-    i1 = tl.sum(tl.where(rank[None, :] == offs_r[:, None], offs_d[None, :], 0), 1)  # slot -> component
+    if TOPR_GIVEN:
+        i1 = tl.load(I1 + pid * RP + offs_r)
+        inv_tau = tl.load(INV_TAU + b * HKV * G + hq, mask=gm, other=0.0)
+    else:
+        i1, q, rank, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
+        if PASS != 2:
+            if chunk_id == 0:
+                tl.store(QM + (b * HKV * G + hq)[:, None] * D + offs_d[None, :],
+                         tl.where((rank < r)[None, :], q, 0.0).to(QM.dtype.element_ty), mask=gm[:, None] & dm[None, :])
+                tl.store(INV_TAU + b * HKV * G + hq, inv_tau, mask=gm)
     q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP]
-    # Step 2: tau = sqrt(d * |q[i1]|_1 / |q|_1), per query head.
-    l1_all = tl.sum(tl.abs(q), 1)
-    l1_sel = tl.sum(tl.abs(q_sel.to(tl.float32)), 1)
-    inv_tau = tl.where(gm, tl.sqrt(tl.where(gm, l1_all, 1.0) / (D * tl.where(gm, l1_sel, 1.0))), 0.0)
-    if PASS != 2:
-        if chunk_id == 0:
-            sel = rank < r
-            tl.store(QM + (b * HKV * G + hq)[:, None] * D + offs_d[None, :],
-                     tl.where(sel[None, :], q, 0.0).to(QM.dtype.element_ty), mask=gm[:, None] & dm[None, :])
-            tl.store(INV_TAU + b * HKV * G + hq, inv_tau, mask=gm)
     scale = inv_tau * 1.4426950408889634  # log2 domain
     stat_row = (b * HKV * G + hq) * n_chunks  # [GP]
     if PASS == 2:
@@ -116,21 +167,30 @@ def _score_kernel(
     l_i = tl.zeros([GP], tl.float32)
     m_s = tl.full([], -float("inf"), tl.float32)
     l_s = tl.zeros([], tl.float32)
+    if FMA:  # row 0 is the one head; the padded rows are zero
+        q1 = tl.sum(q_sel.to(tl.float32), 0)  # [RP]
+        scale1 = tl.sum(scale, 0)
     offs_s = tl.arange(0, BLOCK_S)
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
         nm = pos < end
         # masked at S_load (a multiple of 16 when the rows have room): 16-byte loads
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & (pos < S_load)[None, :], other=0.0)  # [RP, BLOCK_S]
-        z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
+        if FMA:  # the one head's logits, [BLOCK_S]
+            score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
+        else:
+            z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         if PASS == 0:  # one head: its statistics from its [BLOCK_S] logits, not the padded rows
-            score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)
+            if not FMA:
+                score = tl.sum(tl.where(gm[:, None], z, 0.0), 0)
             zs = tl.where(nm, score, -float("inf"))
             m_new = tl.maximum(m_s, tl.max(zs, 0))
             l_s = l_s * tl.exp2(m_s - m_new) + tl.sum(tl.exp2(zs - m_new), 0)
             m_s = m_new
-            tl.store(SCORES + pid * S + pos, tl.where(forced, float("inf"), score), mask=nm)
+            score = tl.where(forced, float("inf"), score)
+            tl.store(SCORES + pid * S + pos, score, mask=nm)
+            _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
         if PASS == 1:
             zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(zm, 1))
@@ -141,6 +201,7 @@ def _score_kernel(
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
+            _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
     if PASS == 0:
         m_i = m_s + l_i  # [GP]: only the first (the one head) is stored
         l_i = l_s + l_i
@@ -205,14 +266,15 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SCORES, THRESH, S, n, rank, NS: tl.constexpr):
-    """Grid (rows,): about the rank-th largest key of an evenly strided sample of n <= NS
-    keys of the row (all of it when n == S): the top 16 bits of that key, the rest cleared,
-    so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr):
+    """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
+    SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
+    sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
+    cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
-    sample = _order_key(tl.load(SCORES + row * S + (i.to(tl.int64) * S) // n, mask=in_sample, other=0.0))
+    sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
     t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
     tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
 
@@ -414,6 +476,7 @@ class SparqState:
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
         self.qm = torch.empty((B, Hq, d), dtype=q.dtype, device=dev)
         self.inv_tau = torch.empty((B, Hq), dtype=f32, device=dev)
+        self.i1 = torch.empty((rows, max(16, triton.next_power_of_2(r))), dtype=torch.int32, device=dev)
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
@@ -451,17 +514,22 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     meta = _meta(q, cache)
     grid = (q.shape[0] * Hkv, state.n_chunks)
     args = (
-        q, KT, state.scores, state.qm, state.inv_tau, state.m_stat, state.l_stat,
+        q, KT, state.scores, state.sel.sample, state.qm, state.inv_tau, state.i1, state.m_stat, state.l_stat,
         state.S, kt_load_end(KT, state.S), state.chunk, state.n_chunks, state.l, state.r,
+        state.sel.sample_stride, state.sel.n_sample,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
-    common = dict(RP=max(16, triton.next_power_of_2(state.r)), BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),
+    rp = max(16, triton.next_power_of_2(state.r))
+    if SCORE_TOPR_KERNEL:
+        _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
+                                          RP=rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
+    common = dict(RP=rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=SCORE_TOPR_KERNEL,
                   num_warps=num_warps or SCORE_WARPS, **meta)
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=SCORE_FMA, **common)
     else:
-        _score_kernel[grid](*args, PASS=1, **common)
-        _score_kernel[grid](*args, PASS=2, **common)
+        _score_kernel[grid](*args, PASS=1, FMA=False, **common)
+        _score_kernel[grid](*args, PASS=2, FMA=False, **common)
     return state.scores
 
 
@@ -500,6 +568,7 @@ class FilterWorkspace:
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
         self.n_sample = min(S, n_sample or sample_size(S))
+        self.sample_stride = S // self.n_sample  # the sample: positions i * sample_stride, i < n_sample
         self.rank = sample_rank(S, k, self.n_sample)
         self.cap = candidate_cap(S, k, self.n_sample)
         self.block = FILTER_BLOCK
@@ -507,6 +576,7 @@ class FilterWorkspace:
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
+        self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
 
 
 def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
@@ -514,19 +584,23 @@ def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, n // (32 * per_thread)))
 
 
-def filter_candidates(scores, ws: FilterWorkspace):
-    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold."""
+def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
+    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold.
+    sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
-    _threshold_kernel[(rows,)](scores, ws.thresh, ws.S, ws.n_sample, ws.rank, NS=ns,
+    src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
                                                        BLOCK=ws.block, num_warps=4)
     return ws.count
 
 
-def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None):
-    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S]."""
+def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
+                 sampled=False):
+    """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
+    sampled: ws.sample already holds each row's sample (as sparq_score writes it)."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -539,7 +613,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    filter_candidates(scores, ws)
+    filter_candidates(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.cap)
     warps = _warps(capb, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, CAPB=capb, BLOCK=PICK_TILE,
@@ -549,7 +623,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel)
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=4, num_stages=3):

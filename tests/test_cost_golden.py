@@ -90,17 +90,23 @@ def test_sparq_phase_bytes_by_hand():
     c = attention_costs("sparq", w, SparqImpl(scores_in_memory=True, select_filter=False))
     n = B * Hkv
     assert c[P.SPARQ_SCORE].reads == {"q": n * 128 * 2, "K_r_columns": n * S * r * 2}
-    assert c[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4}
+    assert c[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4}  # no sample: no filter selection
     assert c[P.SPARQ_SELECT].bytes == n * (S * 4 + k * 4)
     assert c[P.SPARQ_ATTEND].bytes_read == n * (k * 4 + 2 * k * d * 2 + d * 2 + 8 + d * 4)
-    # our selection at S = 4096: a sample of 256 keys (one in 16, a 32-byte sector each);
-    # k = 128 gives 256 * 128 / 4096 = 8 expected sampled keys above the k-th, so the
-    # threshold's rank is ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys,
-    # are candidates: written as key and position (8 B), read as keys, then keys and positions
-    sel = attention_costs("sparq", w)[P.SPARQ_SELECT]
-    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 32, "candidates": n * 528 * 12}
+    # our selection at S = 4096: a sample of 256 keys (one in 16), written by the score
+    # kernel (4 B each) and read back by the threshold; k = 128 gives 256 * 128 / 4096 = 8
+    # expected sampled keys above the k-th, so the threshold's rank is
+    # ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys, are candidates:
+    # written as key and position (8 B), read as keys, then keys and positions
+    ours = attention_costs("sparq", w)
+    assert ours[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4, "sample": n * 256 * 4}
+    sel = ours[P.SPARQ_SELECT]
+    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 12}
     assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 4}
     assert sel.launches == 3
+    # a sample read from the scores costs a 32-byte sector per key
+    apart = attention_costs("sparq", w, SparqImpl(sample_in_score=False))
+    assert apart[P.SPARQ_SELECT].reads["sample"] == n * 256 * 32 and "sample" not in apart[P.SPARQ_SCORE].writes
     fused = attention_costs("sparq", w, SparqImpl(scores_in_memory=False))
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0

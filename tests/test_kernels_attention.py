@@ -167,6 +167,23 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
         assert ws.cap >= select_plan.candidates(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
 
+@pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
+def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l):
+    """sparq_score stores each row's sample (the scores at every stride-th position) as it
+    computes them; the selection's threshold reads it there and still picks the top k."""
+    q, _, _, cache = make(1, Hq, Hkv, S, 64, torch.bfloat16)
+    st = poisoned_state(q, cache, 8, 300, l)
+    st.sel.sample.fill_(float("nan"))
+    sparq_score(q, cache, st)
+    n, stride = st.sel.n_sample, st.sel.sample_stride
+    assert n < S and stride == S // n
+    assert torch.equal(st.sel.sample, st.scores.reshape(-1, S)[:, : n * stride : stride])
+    sparq_select(st)
+    want = torch.topk(st.scores, 300, dim=-1).values.min(-1, keepdim=True).values
+    chosen = torch.gather(st.scores, -1, st.idx.long())
+    assert (chosen >= want).all() and (st.idx.sort(-1).values.diff(dim=-1) > 0).all()
+
+
 def test_the_step_check_passes_a_good_step_and_refuses_a_mismatched_one():
     from sparq_perf.measure.point import check_sparq_on_cache
 

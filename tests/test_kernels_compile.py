@@ -1,4 +1,4 @@
-"""The selection kernels compile for Hopper (sm_90) without a GPU.
+"""The selection and score kernels compile for Hopper (sm_90) without a GPU.
 
 The interpreter runs a kernel as Python, so it accepts code the compiler refuses (a name
 given different types in the two branches of an `if`, say); compiling here catches that
@@ -27,13 +27,23 @@ except ImportError:
 from sparq_perf.kernels import sparq as sp
 I32 = "*i32"
 CASES = [
-    ("_threshold_kernel", {"SCORES": "*fp32", "THRESH": I32, "S": "i32", "n": "i32", "rank": "i32", "NS": "constexpr"},
-     {"NS": 8192}, 16),
+    ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
+                           "NS": "constexpr"}, {"NS": 8192}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", "THRESH": I32, "CKEY": I32, "CPOS": I32, "COUNT": I32, "S": "i32",
                         "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
     ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "IDX": I32, "S": "i32", "k": "i32",
                       "cap": "i32", "CAPB": "constexpr", "BLOCK": "constexpr"}, {"CAPB": 4096, "BLOCK": 1024}, 8),
+    ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
+                      "HKV": "i32", **dict.fromkeys(("G", "GP", "D", "DP", "RP"), "constexpr")},
+     {"G": 4, "GP": 16, "D": 128, "DP": 128, "RP": 16}, 4),
 ]
+SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCORES", "SAMPLE", "INV_TAU", "M_PART", "L_PART"), "*fp32"),
+             "I1": I32, **dict.fromkeys(("S", "S_load", "chunk", "n_chunks", "l_window", "r", "s_stride", "n_sample", "sQb", "sQh",
+                                         "sTb", "sTh", "sTd", "sMb", "sMh", "HKV"), "i32"),
+             **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "UPCAST"), "constexpr")}
+for G, PASS, FMA, BS in ((1, 0, True, 512), (4, 2, False, 256)):  # one head per group; the group sum
+    CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
+                                                    TOPR_GIVEN=True, FMA=FMA, UPCAST=False), 4))
 out = {}
 for name, sig, consts, warps in CASES:
     try:
@@ -45,12 +55,13 @@ for name, sig, consts, warps in CASES:
         out[name] = "error: " + repr(e)[-600:]
         continue
     ptx = k.asm["ptx"]
+    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "")
     out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
 print(json.dumps(out))
 '''
 
 
-def test_selection_kernels_compile_for_sm90():
+def test_selection_and_score_kernels_compile_for_sm90():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     # from a neutral folder, so the installed package (kernels included) is what is imported
     p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600,
@@ -59,4 +70,5 @@ def test_selection_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok"}, res
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok", "_topr_kernel": "ok",
+                   "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok"}, res

@@ -41,6 +41,9 @@ class SparqImpl:
     # (the candidates), a pick reading the candidates' keys, then keys and positions again
     # as it writes the k indices; three launches. False: an ideal one-pass selection.
     select_filter: bool = True
+    # the scoring kernel also writes each row's sample contiguously (4 B per sampled key), so
+    # the threshold reads it there instead of a sector per key from the scores
+    sample_in_score: bool = True
     gqa_score_passes: int = 2  # g > 1: per-head softmax statistics first, then the group sum
     k_transposed: bool = True
     sector_bytes: int = 32
@@ -91,17 +94,30 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
         k_bytes = n * S * np.minimum(r * impl.sector_bytes, d * e)
     reads = {"q": n * g * d * a, "K_r_columns": k_bytes}
     writes = {"softmax_stats": n * g * 2 * STAT_BYTES}
-    if impl.scores_in_memory:
-        writes["scores"] = n * S * STAT_BYTES
+    writes.update(score_writes(n, S, impl))
     flops = n * g * S * (2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + n * S * g
     return PhaseCost(P.SPARQ_SCORE, reads, writes, flops, impl.score_launches)
+
+
+def score_writes(n, positions, impl) -> dict:
+    """What a scoring kernel stores for the selection: the fp32 scores, and with our filter
+    selection (impl.sample_in_score) each row's sample too, 4 B per sampled key."""
+    if not impl.scores_in_memory:
+        return {}
+    positions = np.asarray(positions, np.float64)
+    out = {"scores": n * positions * STAT_BYTES}
+    if impl.select_filter and impl.sample_in_score:
+        m = plan.sample_size(positions)
+        out["sample"] = n * np.where(m < positions, m * STAT_BYTES, 0.0)
+    return out
 
 
 def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     """Top-`chosen` of `positions` fp32 scores for each of n rows; int32 indices written.
 
-    With impl.select_filter (our kernels, select_plan) and the scores in memory: a sector
-    per sampled key, the candidates written as key and position, read back as keys, then as
+    With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
+    keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
+    else a sector each from the scores), the candidates written as key and position, read back as keys, then as
     keys and positions, and a threshold per row, in three launches. The threshold and the
     pick are one program per row, over its sampled keys and over its candidates: the serial
     terms (items = sample + candidates). Otherwise one ideal pass in one launch."""
@@ -112,7 +128,8 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
         return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
     m = plan.sample_size(positions)
     c = plan.candidates(positions, chosen, m)
-    reads["sample"] = n * np.where(m < positions, m * impl.sector_bytes, 0.0)
+    per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
+    reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     writes["threshold"] = n * STAT_BYTES

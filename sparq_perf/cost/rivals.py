@@ -44,7 +44,7 @@ import numpy as np
 from .. import phases as P
 from ..workload import Workload
 from .attention import (INDEX_BYTES, SOFTMAX_FLOPS_PER_SCORE, STAT_BYTES, append_cost, dense_attention_cost,
-                        select_cost)
+                        score_writes, select_cost)
 from .base import PhaseCost
 
 
@@ -62,6 +62,7 @@ class SelectImpl:
     scores_in_memory: bool = True
     select_passes: float = 1.0
     select_filter: bool = True  # our selection's sample and candidates (as SparqImpl)
+    sample_in_score: bool = True  # as SparqImpl: the scoring kernel writes the selection's sample
     sector_bytes: int = 32
     score_launches: int = 1
     select_launches: int = 3
@@ -148,9 +149,7 @@ def _score(name, w: Workload, impl: SelectImpl, positions, key_reads: dict, flop
     """q (g heads) against `positions` cheap keys; group-summed fp32 scores, one row per KV head."""
     n, d, e, a, g = _dims(w)
     reads = {"q": n * g * d * a, **key_reads}
-    writes = dict(extra_writes or {})
-    if impl.scores_in_memory:
-        writes["scores"] = n * positions * STAT_BYTES
+    writes = {**(extra_writes or {}), **score_writes(n, positions, impl)}
     flops = n * g * positions * flops_per_position_per_head + n * positions * g + extra_flops
     return PhaseCost(name, reads, writes, flops, impl.score_launches)
 
