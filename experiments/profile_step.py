@@ -20,7 +20,7 @@ import sys
 
 SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv), 32 query heads, d_h = 128
 H_Q, D = 32, 128
-SCORE_VARIANTS = [(512, 4.0), (256, 4.0), (512, 1.0), (512, 2.0), (512, 8.0), (256, 16.0)]  # (BLOCK_S, SCORE_WAVES)
+SCORE_VARIANTS = [(1024, 8.0), (1024, 4.0), (512, 8.0), (1024, 16.0)]  # (BLOCK_S, SCORE_WAVES)
 
 
 def run_score():

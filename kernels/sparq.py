@@ -1,17 +1,20 @@
 """SparQ decode (Algorithm 1 of SPARQ.md) in three phases: score, select, attend.
 
-sparq_score  grid (B*H_kv, chunks of S). Each program finds the top-r components of the
-             group-summed |q| itself (a d x d rank count: no launch for it), reads r rows
-             of K^T over its chunk and writes one fp32 ranking score per position:
+sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank count,
+             1/tau, q masked to them) in a launch of their own, once per KV head, where
+             the score has two passes (g > 1) or few rows; else in every score program.
+             Then grid (B*H_kv, chunks of S): each program reads r rows of K^T over its
+             chunk and writes one fp32 ranking score per position:
              - g == 1: the scaled approximate logit itself (softmax is monotone, so the
-               top-k of logits is the top-k of s_hat), and per chunk its softmax max/sum;
-               one pass over K^T.
+               top-k of logits is the top-k of s_hat), by r multiply-adds per position
+               (r <= 16; else a tl.dot), and per chunk its softmax max/sum; one pass over K^T.
              - g > 1: the group sum of per-head s_hat needs each head's max and sum over
                all S first: a first launch writes only the per-chunk statistics, a second
                re-reads the r rows of K^T and writes the group-summed s_hat. Two passes
                over r rows of K^T.
-             The last l positions get +inf (forced into the top k). Chunk 0 also writes
-             q masked to its top-r components and 1/tau per query head (for alpha).
+             The last l positions get +inf (forced into the top k). The final scores at
+             every stride-th position also go to a contiguous sample per row, which the
+             selection's threshold reads.
 sparq_select exact top-k in three launches, for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
@@ -36,25 +39,40 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_splits_for, pow2_bucket
+from ._common import INTERPRET, LOG2E, check_q, chunk_for, dot, launch_merge, n_splits_for, num_sms, pow2_bucket
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 
-# score positions per tile: 512 for one head per group and r <= WIDE_SCORE_MAX_R (H100:
-# reports/kernels/tune_sparq.json, r = 16); otherwise 256 (g > 1 heads per group, or r rows
-# of K^T that make a [r, 512] tile too large: r = 64 ran 1.8x slower at 512 in the H100 sweep)
-BLOCK_S = 512
+# score positions per tile: 1024 for one head per group and r <= WIDE_SCORE_MAX_R, its logits
+# by multiply-adds (SCORE_FMA; H100, r = 16: B=1 S=32k 23.2 -> 14.3 us, B=8 S=16k 77.8 -> 64.7,
+# reports/kernels/tune_sparq_ab3e79f.json); otherwise 256 and a tl.dot (g > 1 heads per
+# group, or r rows of K^T that make a wide tile too large: r = 64 ran 1.8x slower at 512)
+BLOCK_S = 1024
 BLOCK_S_NARROW = 256
 WIDE_SCORE_MAX_R = 16
-SCORE_WAVES = 4.0  # score grid: chunks of S for about this many waves over the SMs
+SCORE_WAVES = 8.0  # score grid: chunks of S for about this many waves over the SMs
 SCORE_WARPS = 4
-SCORE_TOPR_KERNEL = True  # steps 1-2 in their own launch, once per KV head (else in every score program)
-SCORE_FMA = True  # one head per group: logits by multiply-adds, not a 16-row tl.dot
+SCORE_FMA = True
+# steps 1-2 (a d x d rank count) in their own launch, once per KV head, where the score runs
+# two passes (g > 1) or has few rows (at most TOPR_KERNEL_ROWS_PER_SM per SM); else in every
+# score program (H100: 2048 rows 121 vs 137 us with the launch; 32 rows 14.3 vs 23.9)
+TOPR_KERNEL_ROWS_PER_SM = 2
+SCORE_TOPR_KERNEL = None  # None: that rule; True / False: always / never (tuning)
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
+
+
+def score_fma(G: int, r: int) -> bool:
+    return SCORE_FMA and G == 1 and r <= WIDE_SCORE_MAX_R
 
 
 def score_block(G: int, r: int) -> int:
     return BLOCK_S if G == 1 and r <= WIDE_SCORE_MAX_R else BLOCK_S_NARROW
+
+
+def topr_kernel(G: int, rows: int) -> bool:
+    if SCORE_TOPR_KERNEL is not None:
+        return SCORE_TOPR_KERNEL
+    return G > 1 or rows <= TOPR_KERNEL_ROWS_PER_SM * num_sms()
 
 
 @triton.jit
@@ -468,6 +486,8 @@ class SparqState:
         dev = q.device
         rows = B * Hkv
         self.block_s = score_block(self.G, r)
+        self.fma = score_fma(self.G, r)
+        self.topr_kernel = topr_kernel(self.G, rows)
         self.n_chunks = n_splits_for(rows, S, self.block_s, waves=SCORE_WAVES)
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.n_splits = n_splits_for(rows, k, BLOCK_K, waves=4.0)
@@ -520,13 +540,13 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
     rp = max(16, triton.next_power_of_2(state.r))
-    if SCORE_TOPR_KERNEL:
+    if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
                                           RP=rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
-    common = dict(RP=rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=SCORE_TOPR_KERNEL,
+    common = dict(RP=rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta)
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=SCORE_FMA, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, **common)

@@ -99,6 +99,20 @@ def test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, mix_mean):
     assert (got >= best - 1e-3 * best.abs().clamp_min(1e-3)).all()
 
 
+@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1]])  # one head per group; g = 4
+@pytest.mark.parametrize("topr_kernel,fma", [(False, True), (True, False)])
+def test_sparq_score_paths_match_reference(B, Hq, Hkv, S, d, dtype, topr_kernel, fma, monkeypatch):
+    """Top-r in every score program (many rows) or in its own launch (few rows, g > 1);
+    one head's logits by multiply-adds or by tl.dot: each path against the reference."""
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    monkeypatch.setattr(sparq_kernels, "SCORE_TOPR_KERNEL", topr_kernel)
+    monkeypatch.setattr(sparq_kernels, "SCORE_FMA", fma)
+    st = SparqState(*make(B, Hq, Hkv, S, d, dtype)[::3], 16, S // 6, 4)
+    assert (st.topr_kernel, st.fma) == (topr_kernel, fma and Hq == Hkv)
+    test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, True)
+
+
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1], SHAPES[2]])
 def test_sparq_full_r_and_k_is_dense(B, Hq, Hkv, S, d, dtype):
     q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
