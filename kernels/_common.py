@@ -24,11 +24,18 @@ def dot(a, b, UPCAST: tl.constexpr):
         return tl.dot(a, b)
 
 
+def device_sms(device_index=0) -> int | None:
+    """The GPU's multiprocessor count, or None where torch cannot tell."""
+    try:
+        return int(torch.cuda.get_device_properties(device_index).multi_processor_count)
+    except (RuntimeError, AssertionError, AttributeError, TypeError, ValueError):
+        return None
+
+
 @functools.lru_cache(maxsize=None)
 def num_sms(device_index=0) -> int:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(device_index).multi_processor_count
-    return 8  # the interpreter runs programs one after another: keep grids small
+    # without a GPU the interpreter runs programs one after another: keep grids small
+    return (torch.cuda.is_available() and device_sms(device_index)) or 8
 
 
 def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0) -> int:

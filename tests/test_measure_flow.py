@@ -67,6 +67,7 @@ def test_measure_writes_rows_metadata_and_a_calibration_that_recovers_the_device
     assert all(r["predicted_time_s"] and r["git_commit"] == "abc123" for r in ok)
     cal = load_calibration(tmp_path / "calibration.yaml")
     assert cal.compute_units == meta["compute_units"]  # what `measure --refit` reads back
+    assert meta["compute_units"] == 132  # the stand-in GPU cannot tell: the h100-sxm profile's SMs
     fit = cal.phases[P.SPARQ_SCORE]
     assert fit.bandwidth_fraction == pytest.approx(0.9, rel=1e-3) and fit.overhead_s == pytest.approx(5e-6, rel=1e-2)
     held = cal.info["held_out"]

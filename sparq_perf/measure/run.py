@@ -64,16 +64,6 @@ def point_bytes(p: Point, n_buffers: int = 1) -> float:
 TWIN_METHOD = {"sdpa": "dense", "torch_topk": "sparq"}
 
 
-def _torch_units():
-    """The local GPU's multiprocessors (the calibration's serial term counts waves of them)."""
-    import torch
-
-    try:
-        return int(torch.cuda.get_device_properties(0).multi_processor_count)
-    except (RuntimeError, AssertionError, AttributeError, TypeError, ValueError):
-        return None
-
-
 def twin_rows(p: Point, hw, measured: list[dict], base: dict, copy_bw: float) -> list[dict]:
     """Rows for one (model, B, S) group: each measured phase beside its predicted time (the
     profile's figures with this device's measured copy bandwidth).
@@ -227,7 +217,9 @@ def main(args) -> int:
     from importlib.metadata import version
 
     versions["sparq_perf"] = version("sparq-perf")
-    units = _torch_units() or hw.compute_units
+    from ..kernels._common import device_sms
+
+    units = device_sms() or hw.compute_units  # the waves of the calibration's serial term
     meta = {"gpu": gpu_name, "profile": profile_name, "sweep": sweep_name, "commit": commit, "command": command,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions,
             "copy_bandwidth_bytes_per_s": copy_bw, "bf16_matmul_flops_per_s": matmul, "compute_units": units,
