@@ -103,6 +103,19 @@ def _top_r(Q, b, h, r, sQb, sQh, G: tl.constexpr, GP: tl.constexpr, D: tl.conste
 
 
 @triton.jit
+def _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                 DP: tl.constexpr):
+    """What attend reads of steps 1-2: q masked to its top-r components and 1/tau, per query head."""
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, DP)
+    gm = offs_g < G
+    hq = b * HKV * G + h * G + offs_g
+    tl.store(QM + hq[:, None] * D + offs_d[None, :], tl.where((rank < r)[None, :], q, 0.0).to(QM.dtype.element_ty),
+             mask=gm[:, None] & (offs_d < D)[None, :])
+    tl.store(INV_TAU + hq, inv_tau, mask=gm)
+
+
+@triton.jit
 def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                  DP: tl.constexpr, RP: tl.constexpr):
     """Grid (B*H_kv,): steps 1-2 once per KV head, for every score program and for attend:
@@ -111,14 +124,8 @@ def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.c
     b = pid // HKV
     h = pid % HKV
     i1, q, rank, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
-    offs_g = tl.arange(0, GP)
-    offs_d = tl.arange(0, DP)
-    gm = offs_g < G
-    hq = b * HKV * G + h * G + offs_g
     tl.store(I1 + pid * RP + tl.arange(0, RP), i1)
-    tl.store(QM + hq[:, None] * D + offs_d[None, :], tl.where((rank < r)[None, :], q, 0.0).to(QM.dtype.element_ty),
-             mask=gm[:, None] & (offs_d < D)[None, :])
-    tl.store(INV_TAU + hq, inv_tau, mask=gm)
+    _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G, GP, D, DP)
 
 
 @triton.jit
@@ -149,10 +156,8 @@ def _score_kernel(
     b = pid // HKV
     h = pid % HKV
     offs_g = tl.arange(0, GP)
-    offs_d = tl.arange(0, DP)
     offs_r = tl.arange(0, RP)
     gm = offs_g < G
-    dm = offs_d < D
     rm = offs_r < r
     hq = h * G + offs_g  # query heads of this group
     q_ptr = Q + b * sQb + hq[:, None] * sQh
@@ -163,9 +168,7 @@ def _score_kernel(
         i1, q, rank, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
         if PASS != 2:
             if chunk_id == 0:
-                tl.store(QM + (b * HKV * G + hq)[:, None] * D + offs_d[None, :],
-                         tl.where((rank < r)[None, :], q, 0.0).to(QM.dtype.element_ty), mask=gm[:, None] & dm[None, :])
-                tl.store(INV_TAU + b * HKV * G + hq, inv_tau, mask=gm)
+                _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G, GP, D, DP)
     q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP]
     scale = inv_tau * 1.4426950408889634  # log2 domain
     stat_row = (b * HKV * G + hq) * n_chunks  # [GP]
