@@ -1,11 +1,12 @@
-"""Tile and grid sweep of the SparQ score and selection kernels on one GPU.
+"""Tile and grid sweep of the SparQ score, selection and attend kernels on one GPU.
 
 For each shape and configuration: the whole SparQ step is checked against the float64
 reference (batch element 0, with the kernel's chosen positions) and the selection against
-torch.topk, then score and select are timed (CUDA graphs, median). Selection alone is
-also swept on fp32 random scores against torch.topk.
+torch.topk, then the phase is timed (CUDA graphs, median). Selection alone is also swept
+on fp32 random scores against torch.topk. The split kernels' merge (by their last program
+or by a launch of its own) is compared on the whole SparQ step and on dense attention.
 
-    python experiments/tune_sparq.py --out reports/kernels
+    python experiments/tune_sparq.py --out reports/kernels [--score | --score-gqa] [--attend]
 Writes tune_sparq.json; prints the three best configurations per shape and phase.
 """
 from __future__ import annotations
@@ -21,19 +22,25 @@ import torch
 import triton
 
 from sparq_perf import phases as P
+from sparq_perf.kernels import _common
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, same_topk
+from sparq_perf.kernels.reference import dense_reference
+from sparq_perf.measure.point import CHECK_TOL, _random_cache, _rel_err, check_sparq_on_cache, same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
-SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8), (64, 8192, 8)]
+SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64, 4096, 32), (1, 32768, 8),
+          (16, 32768, 8), (64, 8192, 8)]
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
-# selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"THRESH_MIN_WARPS": 1, "THRESH_KEYS_PER_THREAD": 32}, {"PICK_MIN_WARPS": 1, "PICK_KEYS_PER_THREAD": 64}]
-DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
+# selection: the default, then one group of settings changed at a time (the last two: as before
+# three-bit rounds and one-shot writes)
+SELECT_VARIANTS = [{}, {"SELECT_BITS3": False}, {"PICK_ONESHOT_MAX_WARPS": None}, {"PICK_KEYS_PER_THREAD": 16},
+                   {"SELECT_BITS3": False, "PICK_ONESHOT_MAX_WARPS": None}]
+ATTEND_GRID = dict(ATTEND_FMA=(True, False), BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
 
 
 def configs(grid):
@@ -44,26 +51,45 @@ def configs(grid):
 def apply(cfg):
     for name, value in {**DEFAULTS, **cfg}.items():
         setattr(sp, name, value)
+    _common.FUSED_MERGE = cfg.get("FUSED_MERGE", True)
 
 
-def sweep_step(B, S, Hkv, gen, res, with_score):
+def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
     r, k = 16, S // 16
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
     qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
     # one head per group scores with BLOCK_S (FMA or not); g > 1 with BLOCK_S_NARROW, never FMA
     score_cfgs = [c for c in configs(SCORE_GRID) if Hkv == H_Q or (not c["SCORE_FMA"] and c["BLOCK_S"] == 512)]
-    trials = [("score", c) for c in score_cfgs if with_score] + [("select", c) for c in SELECT_VARIANTS]
-    for phase, cfg in trials:
+    if with_score == "gqa" and Hkv == H_Q:
+        score_cfgs = []
+    attend_cfgs = [c for c in configs(ATTEND_GRID) if Hkv == H_Q or not c["ATTEND_FMA"]]
+    trials = ([(P.SPARQ_SCORE, c) for c in score_cfgs if with_score] + [(P.SPARQ_SELECT, c) for c in SELECT_VARIANTS]
+              + [(P.SPARQ_ATTEND, c) for c in attend_cfgs if with_attend]
+              + [(P.SPARQ_DECODE, {"FUSED_MERGE": f}) for f in (True, False)])
+    for name, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
         err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
-        for x in runs[1:]:  # the selection alone reads each set's scores: compute them first
+        for x in runs[1:]:  # select and attend alone read each set's scores and indices: compute them first
             x[P.SPARQ_SCORE]()
-        name = P.SPARQ_SCORE if phase == "score" else P.SPARQ_SELECT
+            x[P.SPARQ_SELECT]()
         t = time_calls([x[name] for x in runs], target_s=0.05)
         res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, phase=name, config=cfg, us=t["median_s"] * 1e6,
                         check_rel_err=err))
+        del runs
+    for fused in (True, False):
+        apply({"FUSED_MERGE": fused})
+        runs = [phase_runners("dense", q, c, with_append=False) for q, c in zip(qs, caches)]
+        runs[0].state.out.fill_(float("nan"))
+        out = runs[0][P.DENSE_ATTENTION]()
+        K0, V0 = (x[0:1, :, :S].double() for x in (caches[0].K, caches[0].V))
+        err = _rel_err(out[0:1], dense_reference(qs[0][0:1].double(), K0, V0))
+        if not err < CHECK_TOL:
+            raise RuntimeError(f"dense off the reference ({err:.3g}) at B={B} S={S} Hkv={Hkv} fused={fused}")
+        t = time_calls([x[P.DENSE_ATTENTION] for x in runs], target_s=0.05)
+        res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, phase=P.DENSE_ATTENTION, config={"FUSED_MERGE": fused},
+                        us=t["median_s"] * 1e6, check_rel_err=err))
         del runs
     apply({})
     del caches
@@ -91,7 +117,9 @@ def sweep_select(rows, S, gen, res):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
-    ap.add_argument("--score", action="store_true", help="also sweep the score kernel's tiles")
+    ap.add_argument("--score", action="store_const", const="all", help="also sweep the score kernel's tiles")
+    ap.add_argument("--score-gqa", dest="score", action="store_const", const="gqa", help="... at g > 1 only")
+    ap.add_argument("--attend", action="store_true", help="also sweep the attend kernel's tiles and grid")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +129,7 @@ def main(argv=None):
         sweep_select(rows, S, gen, res)
         print("select", rows, S, flush=True)
     for B, S, Hkv in SHAPES:
-        sweep_step(B, S, Hkv, gen, res, args.score)
+        sweep_step(B, S, Hkv, gen, res, args.score, args.attend)
         print("step", B, S, Hkv, flush=True)
     prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

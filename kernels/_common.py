@@ -57,39 +57,83 @@ def pow2_bucket(n: int) -> int:
     return max(1, triton.next_power_of_2(int(n)))
 
 
-@triton.jit
-def merge_kernel(
-    O_PART, M_PART, L_PART, A_PART, VBAR, OUT, n_splits,
-    sOb, sOh, sVb, sVh, sYb, sYh,
-    HQ, G,
-    D: tl.constexpr, DP: tl.constexpr,
-    SP: tl.constexpr,  # splits rounded up to a power of two (bucketed: no per-token recompilation)
-    MIX: tl.constexpr,  # SparQ step 8: y = alpha*y + (1 - alpha)*v_bar
-):
-    """One program per (sequence, query head): merge the split partials.
+# The split kernels' last program of each KV head merges its partials itself (no merge
+# launch): every program stores its partials, then takes a ticket from the head's counter
+# (acq_rel, after a barrier: the CTA's stores are ordered before it); the program that draws
+# the last ticket reads them all from L2 (.cg) and resets the counter for the next call.
+# False: a separate merge launch (tuning and comparison).
+FUSED_MERGE = True
 
-    Partials, per split: o (fp32 [D], unnormalised), m (running max, log2 domain), l (sum);
-    for SparQ also a (partial alpha). Reads n_splits*(D+3)*4 bytes, writes D*e.
-    """
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // HQ
-    hq = pid % HQ
+
+@triton.jit
+def merge_row(O_PART, M_PART, L_PART, A_PART, vbar, out_ptr, base, n_splits,
+              D: tl.constexpr, DP: tl.constexpr, SP: tl.constexpr, MIX: tl.constexpr, CM: tl.constexpr):
+    """Merge one query head's split partials, at O_PART/M_PART/L_PART/A_PART + base + split:
+    o (fp32 [D], unnormalised), m (running max, log2 domain), l (sum); for SparQ also a
+    (partial alpha), and y = alpha*y + (1 - alpha)*v_bar (SparQ step 8). Stores y at out_ptr.
+    CM: the loads' cache modifier (".cg" where other programs of this launch wrote them)."""
     offs_s = tl.arange(0, SP)
     offs_d = tl.arange(0, DP)
     sm = offs_s < n_splits
     dm = offs_d < D
-    base = pid * n_splits
-    m = tl.load(M_PART + base + offs_s, mask=sm, other=-float("inf"))
-    l = tl.load(L_PART + base + offs_s, mask=sm, other=0.0)
-    o = tl.load(O_PART + (base + offs_s)[:, None] * D + offs_d[None, :], mask=sm[:, None] & dm[None, :], other=0.0)
+    m = tl.load(M_PART + base + offs_s, mask=sm, other=-float("inf"), cache_modifier=CM)
+    l = tl.load(L_PART + base + offs_s, mask=sm, other=0.0, cache_modifier=CM)
+    o = tl.load(O_PART + (base + offs_s)[:, None] * D + offs_d[None, :], mask=sm[:, None] & dm[None, :], other=0.0,
+                cache_modifier=CM)
     m_max = tl.max(m, 0)
     w = tl.where(sm & (m > -float("inf")), tl.exp2(m - m_max), 0.0)
     y = tl.sum(w[:, None] * o, 0) / tl.sum(w * l, 0)
     if MIX:
-        alpha = tl.sum(tl.load(A_PART + base + offs_s, mask=sm, other=0.0), 0)
-        vb = tl.load(VBAR + b * sVb + (hq // G) * sVh + offs_d, mask=dm, other=0.0)
-        y = alpha * y + (1.0 - alpha) * vb
-    tl.store(OUT + b * sYb + hq * sYh + offs_d, y.to(OUT.dtype.element_ty), mask=dm)
+        alpha = tl.sum(tl.load(A_PART + base + offs_s, mask=sm, other=0.0, cache_modifier=CM), 0)
+        y = alpha * y + (1.0 - alpha) * vbar
+    tl.store(out_ptr + offs_d, y.to(out_ptr.dtype.element_ty), mask=dm)
+
+
+@triton.jit
+def merge_kernel(
+    O_PART, M_PART, L_PART, A_PART, VBAR, OUT, n_splits,
+    sVb, sVh, sYb, sYh,
+    HQ, G,
+    D: tl.constexpr, DP: tl.constexpr,
+    SP: tl.constexpr,  # splits rounded up to a power of two (bucketed: no per-token recompilation)
+    MIX: tl.constexpr,
+):
+    """One program per (sequence, query head): merge_row. Reads n_splits*(D+3)*4 bytes, writes D*e."""
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // HQ
+    hq = pid % HQ
+    offs_d = tl.arange(0, DP)
+    vbar = 0.0
+    if MIX:
+        vbar = tl.load(VBAR + b * sVb + (hq // G) * sVh + offs_d, mask=offs_d < D, other=0.0)
+    merge_row(O_PART, M_PART, L_PART, A_PART, vbar, OUT + b * sYb + hq * sYh, pid * n_splits, n_splits,
+              D, DP, SP, MIX, "")
+
+
+@triton.jit
+def last_split_merges(COUNT, O_PART, M_PART, L_PART, A_PART, VBAR, OUT, b, h, n_splits,
+                      sVb, sVh, sYb, sYh, HKV,
+                      G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, SP: tl.constexpr, MIX: tl.constexpr):
+    """Called by every split program of KV head (b, h) after storing its partials: the one
+    that finishes last merges the group's G query heads (FUSED_MERGE)."""
+    tl.debug_barrier()  # every thread's partials are stored before the ticket is taken
+    row = b * HKV + h
+    ticket = tl.atomic_add(COUNT + row, 1, sem="acq_rel")
+    if ticket == n_splits - 1:
+        tl.store(COUNT + row, 0)
+        offs_d = tl.arange(0, DP)
+        vbar = 0.0
+        if MIX:
+            vbar = tl.load(VBAR + b * sVb + h * sVh + offs_d, mask=offs_d < D, other=0.0)
+        for g in range(G):
+            hq = h * G + g
+            merge_row(O_PART, M_PART, L_PART, A_PART, vbar, OUT + b * sYb + hq * sYh, (row * G + g) * n_splits,
+                      n_splits, D, DP, SP, MIX, ".cg")
+
+
+def merge_args(v_bar, out):
+    """The strides last_split_merges and merge_kernel take after their pointers."""
+    return v_bar.stride(0), v_bar.stride(1), out.stride(0), out.stride(1)
 
 
 def launch_merge(o_part, m_part, l_part, a_part, v_bar, out, n_splits, mix):
@@ -97,8 +141,7 @@ def launch_merge(o_part, m_part, l_part, a_part, v_bar, out, n_splits, mix):
     Hkv = v_bar.shape[1]
     merge_kernel[(B * Hq,)](
         o_part, m_part, l_part, a_part if a_part is not None else m_part, v_bar, out, n_splits,
-        0, 0, v_bar.stride(0), v_bar.stride(1), out.stride(0), out.stride(1),
-        Hq, Hq // Hkv, D=d, DP=triton.next_power_of_2(d), SP=pow2_bucket(n_splits), MIX=mix,
+        *merge_args(v_bar, out), Hq, Hq // Hkv, D=d, DP=triton.next_power_of_2(d), SP=pow2_bucket(n_splits), MIX=mix,
         num_warps=4,
     )
 
