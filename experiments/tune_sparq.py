@@ -3,8 +3,8 @@
 For each shape and configuration: the whole SparQ step is checked against the float64
 reference (batch element 0, with the kernel's chosen positions) and the selection against
 torch.topk, then the phase is timed (CUDA graphs, median). Selection alone is also swept
-on fp32 random scores against torch.topk. The split kernels' merge (by their last program
-or by a launch of its own) is compared on the whole SparQ step and on dense attention.
+on fp32 random scores against torch.topk. Attend's merge (by its last program or by a
+launch of its own) is compared on the whole SparQ step.
 
     python experiments/tune_sparq.py --out reports/kernels [--score | --score-gqa] [--attend]
 Writes tune_sparq.json; prints the three best configurations per shape and phase.
@@ -22,11 +22,9 @@ import torch
 import triton
 
 from sparq_perf import phases as P
-from sparq_perf.kernels import _common
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.kernels.reference import dense_reference
-from sparq_perf.measure.point import CHECK_TOL, _random_cache, _rel_err, check_sparq_on_cache, same_topk
+from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
@@ -35,12 +33,14 @@ SHAPES = [(1, 32768, 32), (1, 131072, 32), (8, 16384, 32), (16, 32768, 32), (64,
 SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
-# selection: the default, then one group of settings changed at a time (the last two: as before
-# three-bit rounds and one-shot writes)
-SELECT_VARIANTS = [{}, {"SELECT_BITS3": False}, {"PICK_ONESHOT_MAX_WARPS": None}, {"PICK_KEYS_PER_THREAD": 16},
-                   {"SELECT_BITS3": False, "PICK_ONESHOT_MAX_WARPS": None}]
-ATTEND_GRID = dict(ATTEND_FMA=(True, False), BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
-DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, *{n for v in SELECT_VARIANTS for n in v}]}
+# selection: the default, then one group of settings changed at a time
+SELECT_VARIANTS = [{}, {"PICK_ONESHOT_MAX_WARPS": None}, {"PICK_ONESHOT_ROWS_PER_SM": 64}, {"PICK_KEYS_PER_THREAD": 16}]
+# attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
+ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
+DEFAULT_WAVES_FEW = sp.ATTEND_WAVES_FEW
+MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, *{n for v in SELECT_VARIANTS + MERGE_VARIANTS
+                                                                               for n in v}]}
 
 
 def configs(grid):
@@ -49,9 +49,9 @@ def configs(grid):
 
 
 def apply(cfg):
-    for name, value in {**DEFAULTS, **cfg}.items():
+    cfg = {**cfg, **({"ATTEND_WAVES_FEW": cfg["ATTEND_WAVES"]} if "ATTEND_WAVES" in cfg else {})}
+    for name, value in {**DEFAULTS, "ATTEND_WAVES_FEW": DEFAULT_WAVES_FEW, **cfg}.items():
         setattr(sp, name, value)
-    _common.FUSED_MERGE = cfg.get("FUSED_MERGE", True)
 
 
 def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
@@ -63,10 +63,10 @@ def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
     score_cfgs = [c for c in configs(SCORE_GRID) if Hkv == H_Q or (not c["SCORE_FMA"] and c["BLOCK_S"] == 512)]
     if with_score == "gqa" and Hkv == H_Q:
         score_cfgs = []
-    attend_cfgs = [c for c in configs(ATTEND_GRID) if Hkv == H_Q or not c["ATTEND_FMA"]]
+    attend_cfgs = configs(ATTEND_GRID)
     trials = ([(P.SPARQ_SCORE, c) for c in score_cfgs if with_score] + [(P.SPARQ_SELECT, c) for c in SELECT_VARIANTS]
               + [(P.SPARQ_ATTEND, c) for c in attend_cfgs if with_attend]
-              + [(P.SPARQ_DECODE, {"FUSED_MERGE": f}) for f in (True, False)])
+              + [(P.SPARQ_DECODE, c) for c in [{}, *MERGE_VARIANTS]])
     for name, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
@@ -77,19 +77,6 @@ def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
         t = time_calls([x[name] for x in runs], target_s=0.05)
         res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, phase=name, config=cfg, us=t["median_s"] * 1e6,
                         check_rel_err=err))
-        del runs
-    for fused in (True, False):
-        apply({"FUSED_MERGE": fused})
-        runs = [phase_runners("dense", q, c, with_append=False) for q, c in zip(qs, caches)]
-        runs[0].state.out.fill_(float("nan"))
-        out = runs[0][P.DENSE_ATTENTION]()
-        K0, V0 = (x[0:1, :, :S].double() for x in (caches[0].K, caches[0].V))
-        err = _rel_err(out[0:1], dense_reference(qs[0][0:1].double(), K0, V0))
-        if not err < CHECK_TOL:
-            raise RuntimeError(f"dense off the reference ({err:.3g}) at B={B} S={S} Hkv={Hkv} fused={fused}")
-        t = time_calls([x[P.DENSE_ATTENTION] for x in runs], target_s=0.05)
-        res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, phase=P.DENSE_ATTENTION, config={"FUSED_MERGE": fused},
-                        us=t["median_s"] * 1e6, check_rel_err=err))
         del runs
     apply({})
     del caches

@@ -57,12 +57,11 @@ def pow2_bucket(n: int) -> int:
     return max(1, triton.next_power_of_2(int(n)))
 
 
-# The split kernels' last program of each KV head merges its partials itself (no merge
-# launch): every program stores its partials, then takes a ticket from the head's counter
-# (acq_rel, after a barrier: the CTA's stores are ordered before it); the program that draws
-# the last ticket reads them all from L2 (.cg) and resets the counter for the next call.
-# False: a separate merge launch (tuning and comparison).
-FUSED_MERGE = True
+# A split kernel's last program of each KV head can merge the partials itself (no merge
+# launch; last_split_merges): every program stores its partials, then takes a ticket from
+# the head's counter (acq_rel, after a barrier: the CTA's stores are ordered before it); the
+# program that draws the last ticket reads them all from L2 (.cg) and resets the counter for
+# the next call.
 
 
 @triton.jit
@@ -115,7 +114,7 @@ def last_split_merges(COUNT, O_PART, M_PART, L_PART, A_PART, VBAR, OUT, b, h, n_
                       sVb, sVh, sYb, sYh, HKV,
                       G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, SP: tl.constexpr, MIX: tl.constexpr):
     """Called by every split program of KV head (b, h) after storing its partials: the one
-    that finishes last merges the group's G query heads (FUSED_MERGE)."""
+    that finishes last merges the group's G query heads."""
     tl.debug_barrier()  # every thread's partials are stored before the ticket is taken
     row = b * HKV + h
     ticket = tl.atomic_add(COUNT + row, 1, sem="acq_rel")

@@ -13,9 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common
-from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
-                      n_splits_for, pow2_bucket)
+from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, launch_merge, n_splits_for
 from .cache import KVCache
 
 BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H100 sweep (reports/kernels/dense_sweep.json)
@@ -23,16 +21,14 @@ BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H
 
 @triton.jit
 def _dense_partial_kernel(
-    Q, K, V, O_PART, M_PART, L_PART, COUNT, VBAR, OUT,
+    Q, K, V, O_PART, M_PART, L_PART,
     S, chunk, n_splits, qk_scale,
-    sQb, sQh, sKb, sKh, sKs, sVb, sVh, sVs, sMb, sMh, sYb, sYh,
+    sQb, sQh, sKb, sKh, sKs, sVb, sVh, sVs,
     HKV,
     G: tl.constexpr,  # query heads per KV head
     GP: tl.constexpr,  # G padded to 16 (tl.dot needs every dimension >= 16)
     D: tl.constexpr, DP: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    SP: tl.constexpr,  # splits rounded up to a power of two (the fused merge)
-    FUSED: tl.constexpr,  # the last split program of each KV head merges (FUSED_MERGE)
     UPCAST: tl.constexpr,  # dots on fp32 operands (interpreter only)
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -70,9 +66,6 @@ def _dense_partial_kernel(
     tl.store(M_PART + row, m_i, mask=gm)
     tl.store(L_PART + row, l_i, mask=gm)
     tl.store(O_PART + row[:, None] * D + offs_d[None, :], acc, mask=gm[:, None] & dm[None, :])
-    if FUSED:
-        last_split_merges(COUNT, O_PART, M_PART, L_PART, O_PART, VBAR, OUT, b, h, n_splits, sMb, sMh, sYb, sYh, HKV,
-                          G, D, DP, SP, False)
 
 
 class DenseWorkspace:
@@ -91,7 +84,6 @@ class DenseWorkspace:
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=torch.float32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=torch.float32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=torch.float32, device=dev)
-        self.merge_count = torch.zeros(B * cache.n_kv_heads, dtype=torch.int32, device=dev)  # reset by the merging program
         self.out = torch.empty_like(q)
 
 
@@ -104,16 +96,12 @@ def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace |
     Hkv = cache.n_kv_heads
     G = Hq // Hkv
     K, V = cache.K, cache.V
-    fused = _common.FUSED_MERGE
     _dense_partial_kernel[(B * Hkv, ws.n_splits)](
-        q, K, V, ws.o_part, ws.m_part, ws.l_part, ws.merge_count, cache.v_bar, ws.out,
+        q, K, V, ws.o_part, ws.m_part, ws.l_part,
         cache.length, ws.chunk, ws.n_splits, LOG2E / math.sqrt(d),
         q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
-        *merge_args(cache.v_bar, ws.out),
         Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d),
-        BLOCK_N=ws.block_n, SP=pow2_bucket(ws.n_splits), FUSED=fused, UPCAST=INTERPRET, num_warps=num_warps,
-        num_stages=num_stages,
+        BLOCK_N=ws.block_n, UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages,
     )
-    if not fused:
-        launch_merge(ws.o_part, ws.m_part, ws.l_part, None, cache.v_bar, ws.out, ws.n_splits, mix=False)
+    launch_merge(ws.o_part, ws.m_part, ws.l_part, None, cache.v_bar, ws.out, ws.n_splits, mix=False)
     return ws.out

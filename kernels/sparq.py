@@ -29,7 +29,9 @@ sparq_select exact top-k in three launches, for any number of rows and lengths:
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
-             then the shared log-sum-exp merge applies (1-alpha)*v_bar mixing.
+             then the log-sum-exp merge of the splits applies (1-alpha)*v_bar mixing: for
+             one head per group done by the last split program of each head, else by a
+             launch of its own.
 """
 from __future__ import annotations
 
@@ -39,7 +41,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common
 from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
                       n_splits_for, num_sms, pow2_bucket)
 from .cache import KVCache
@@ -53,6 +54,10 @@ BLOCK_S = 1024
 BLOCK_S_NARROW = 256
 WIDE_SCORE_MAX_R = 16
 SCORE_WAVES = 8.0  # score grid: chunks of S for about this many waves over the SMs
+# ... and SCORE_WAVES_FEW for g > 1 at most SCORE_FEW_ROWS_PER_SM rows per SM (H100, GQA:
+# B=16 S=32k 136.8 -> 117.4 us; B=1 16.3 -> 15.1; B=64 S=8k keeps 8: 122.8 vs 145.9)
+SCORE_WAVES_FEW = 4.0
+SCORE_FEW_ROWS_PER_SM = 2
 SCORE_WARPS = 4
 SCORE_FMA = True
 # steps 1-2 (a d x d rank count) in their own launch, once per KV head, where the score runs
@@ -61,10 +66,18 @@ SCORE_FMA = True
 TOPR_KERNEL_ROWS_PER_SM = 2
 SCORE_TOPR_KERNEL = None  # None: that rule; True / False: always / never (tuning)
 BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
-ATTEND_WAVES = 4.0  # attend grid: splits of k for about this many waves over the SMs
+# attend grid: splits of k for about ATTEND_WAVES waves over the SMs, ATTEND_WAVES_FEW where
+# the groups share heads (g > 1) or the rows are fewer than the SMs: fewer, longer programs
+# (H100, reports/kernels/tune_sparq_d35f6ba.json: B=1 S=32k 19.0 -> 16.0 us, GQA B=64 S=8k
+# 65.6 -> 56.4; MHA B=8 S=16k and B=16 S=32k want 4: 63.6 vs 58.8, 225.7 vs 194.0)
+ATTEND_WAVES = 4.0
+ATTEND_WAVES_FEW = 2.0
 ATTEND_WARPS = 4
 ATTEND_STAGES = 3
-ATTEND_FMA = True  # one head per group: multiply-adds instead of 16-row tl.dots (15 rows padding)
+# the attend's last split program of each KV head merges the partials (no merge launch)
+# where a group has one head; with g heads it merges them one after another, which cost
+# more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4)
+FUSED_MERGE_MAX_G = 1
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -73,6 +86,18 @@ def score_fma(G: int, r: int) -> bool:
 
 def score_block(G: int, r: int) -> int:
     return BLOCK_S if G == 1 and r <= WIDE_SCORE_MAX_R else BLOCK_S_NARROW
+
+
+def score_waves(G: int, rows: int) -> float:
+    return SCORE_WAVES_FEW if G > 1 and rows <= SCORE_FEW_ROWS_PER_SM * num_sms() else SCORE_WAVES
+
+
+def attend_waves(G: int, rows: int) -> float:
+    return ATTEND_WAVES_FEW if G > 1 or rows < num_sms() else ATTEND_WAVES
+
+
+def fused_merge(G: int) -> bool:
+    return G <= FUSED_MERGE_MAX_G
 
 
 def topr_kernel(G: int, rows: int) -> bool:
@@ -261,55 +286,26 @@ def _add3(a0, b0, c0, a1, b1, c1):
 
 
 @triton.jit
-def _add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1, g0 + g1
-
-
-@triton.jit
-def _count_ge(key, t):
-    return tl.sum((key >= t).to(tl.int32), 0)
-
-
-@triton.jit
-def _kth_largest(key, kk, base, nbits, BITS3: tl.constexpr):
+def _kth_largest(key, kk, base, nbits):
     """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
-    above the lowest nbits (base has those nbits clear). Two bits per round (three counts in
-    one block reduction) or, BITS3, three (seven counts): ceil(nbits / 2) or ceil(nbits / 3)
-    reductions wait on each other. The counts fall as the candidate bits rise, so the bits
-    kept are the number of counts still >= kk."""
+    above the lowest nbits (base has those nbits clear). Two bits per round: three counts
+    in one block reduction, so ceil(nbits / 2) reductions wait on each other."""
     t = base
-    if BITS3:
-        for j in range(nbits // 3):
-            sh = _bit(nbits - 3 - 3 * j)
-            if TUPLE_REDUCE:
-                n = tl.reduce(((key >= t + sh).to(tl.int32), (key >= t + 2 * sh).to(tl.int32),
-                               (key >= t + 3 * sh).to(tl.int32), (key >= t + 4 * sh).to(tl.int32),
-                               (key >= t + 5 * sh).to(tl.int32), (key >= t + 6 * sh).to(tl.int32),
-                               (key >= t + 7 * sh).to(tl.int32)), 0, _add7)
-            else:
-                n = (_count_ge(key, t + sh), _count_ge(key, t + 2 * sh), _count_ge(key, t + 3 * sh),
-                     _count_ge(key, t + 4 * sh), _count_ge(key, t + 5 * sh), _count_ge(key, t + 6 * sh),
-                     _count_ge(key, t + 7 * sh))
-            keep = ((n[0] >= kk).to(tl.uint32) + (n[1] >= kk).to(tl.uint32) + (n[2] >= kk).to(tl.uint32)
-                    + (n[3] >= kk).to(tl.uint32) + (n[4] >= kk).to(tl.uint32) + (n[5] >= kk).to(tl.uint32)
-                    + (n[6] >= kk).to(tl.uint32))
-            t = t + keep * sh
-        rest = nbits % 3
-    else:
-        rest = nbits
-    for j in range(rest // 2):
-        lo = t | _bit(rest - 2 - 2 * j)
-        hi = t | _bit(rest - 1 - 2 * j)
+    for j in range(nbits // 2):
+        lo = t | _bit(nbits - 2 - 2 * j)
+        hi = t | _bit(nbits - 1 - 2 * j)
         both = lo | hi
         if TUPLE_REDUCE:
             n_lo, n_hi, n_both = tl.reduce(((key >= lo).to(tl.int32), (key >= hi).to(tl.int32),
                                             (key >= both).to(tl.int32)), 0, _add3)
         else:
-            n_lo, n_hi, n_both = _count_ge(key, lo), _count_ge(key, hi), _count_ge(key, both)
+            n_lo = tl.sum((key >= lo).to(tl.int32), 0)
+            n_hi = tl.sum((key >= hi).to(tl.int32), 0)
+            n_both = tl.sum((key >= both).to(tl.int32), 0)
         t = tl.where(n_both >= kk, both, tl.where(n_hi >= kk, hi, tl.where(n_lo >= kk, lo, t)))
-    if rest % 2 == 1:
+    if nbits % 2 == 1:
         lo = t | _bit(0)
-        t = tl.where(_count_ge(key, lo) >= kk, lo, t)
+        t = tl.where(tl.sum((key >= lo).to(tl.int32), 0) >= kk, lo, t)
     return t
 
 
@@ -322,7 +318,7 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr, BITS3: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
@@ -331,7 +327,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
-    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16, BITS3) << 16
+    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
     tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
 
 
@@ -373,8 +369,7 @@ def _add2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
-                          BITS3: tl.constexpr):
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
@@ -388,7 +383,7 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth_largest(key, k, base, nbits, BITS3)
+    t = _kth_largest(key, k, base, nbits)
     gt = m & (key > t)
     n_gt = tl.sum(gt.to(tl.int32), 0)
     if ONESHOT:
@@ -441,7 +436,7 @@ def _pick_whole_row(srow, dst, S, k, BLOCK: tl.constexpr):
 @triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile when writing
-                 ONESHOT: tl.constexpr, BITS3: tl.constexpr):
+                 ONESHOT: tl.constexpr):
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
     at least k (all keys at or above the threshold) and fit: picked from them. Otherwise (a
     sample that missed, or more candidates than fit) the whole row is searched from
@@ -451,7 +446,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr,
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= cap):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT, BITS3)
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT)
     else:
         _pick_whole_row(SCORES + row * S, IDX + row * k, S, k, BLOCK)
 
@@ -467,8 +462,7 @@ def _attend_kernel(
     NCP: tl.constexpr,
     SP: tl.constexpr,  # splits rounded up to a power of two (the fused merge)
     MIX: tl.constexpr,  # compute alpha (step 6) for the v_bar mixing
-    FMA: tl.constexpr,  # one head (G = GP = 1): logits and output by multiply-adds, no tl.dot
-    FUSED: tl.constexpr,  # the last split program of each KV head merges (FUSED_MERGE)
+    FUSED: tl.constexpr,  # the last split program of each KV head merges (fused_merge)
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -494,10 +488,6 @@ def _attend_kernel(
         l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
         inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
         a_acc = tl.zeros([GP], tl.float32)
-    if FMA:
-        q1 = q.to(tl.float32)  # [1, DP]
-        if MIX:
-            qm1 = qm.to(tl.float32)
     k_base = K + b * sKb + h * sKh
     v_base = V + b * sVb + h * sVh
     idx_base = IDX + pid * k
@@ -512,26 +502,17 @@ def _attend_kernel(
         pos = tl.load(idx_base + j, mask=jm, other=0).to(tl.int64)
         kv_mask = jm[:, None] & dm[None, :]
         kk = tl.load(k_base + pos[:, None] * sKs + offs_d[None, :], mask=kv_mask, other=0.0)  # [BLOCK_K, DP]
-        if FMA:  # [1, BLOCK_K]
-            s = tl.sum(kk.to(tl.float32) * q1, 1)[None, :] * qk_scale
-        else:
-            s = dot(q, tl.trans(kk), UPCAST) * qk_scale  # step 7, log2 domain
+        s = dot(q, tl.trans(kk), UPCAST) * qk_scale  # step 7, log2 domain
         s = tl.where(jm[None, :], s, -float("inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         corr = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * corr + tl.sum(p, 1)
         vv = tl.load(v_base + pos[:, None] * sVs + offs_d[None, :], mask=kv_mask, other=0.0)
-        if FMA:
-            acc = acc * corr[:, None] + tl.sum(tl.sum(p, 0)[:, None] * vv.to(tl.float32), 0)[None, :]
-        else:
-            acc = acc * corr[:, None] + dot(p.to(vv.dtype), vv, UPCAST)
+        acc = acc * corr[:, None] + dot(p.to(vv.dtype), vv, UPCAST)
         m_i = m_new
         if MIX:  # step 6: alpha = sum of s_hat over the chosen rows, from the same K rows
-            if FMA:
-                za = tl.sum(kk.to(tl.float32) * qm1, 1)[None, :] * a_scale[:, None]
-            else:
-                za = dot(qm, tl.trans(kk), UPCAST) * a_scale[:, None]
+            za = dot(qm, tl.trans(kk), UPCAST) * a_scale[:, None]
             s_hat = tl.exp2(za - m_tot[:, None]) * inv_l[:, None]
             a_acc += tl.sum(tl.where(jm[None, :], s_hat, 0.0), 1)
     row = hq * n_splits + split
@@ -565,10 +546,10 @@ class SparqState:
         self.block_s = score_block(self.G, r)
         self.fma = score_fma(self.G, r)
         self.topr_kernel = topr_kernel(self.G, rows)
-        self.n_chunks = n_splits_for(rows, S, self.block_s, waves=SCORE_WAVES)
+        self.n_chunks = n_splits_for(rows, S, self.block_s, waves=score_waves(self.G, rows))
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.block_k = BLOCK_K
-        self.n_splits = n_splits_for(rows, k, self.block_k, waves=ATTEND_WAVES)
+        self.n_splits = n_splits_for(rows, k, self.block_k, waves=attend_waves(self.G, rows))
         self.chunk_k = chunk_for(k, self.n_splits, self.block_k)
         f32 = torch.float32
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
@@ -643,10 +624,13 @@ THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 THRESH_MIN_WARPS = 4
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pick's writes
 # the pick writes its k positions in one scan of the positions loaded with the keys where it
-# runs at most this many warps (None: never), else a tile at a time, read again (sm_90, 32
-# keys per thread: ~168 registers; at 16 warps and more the positions would spill)
+# runs at most PICK_ONESHOT_MAX_WARPS warps (None: never; sm_90, 32 keys per thread: ~168
+# registers, and at 16 warps and more the positions would spill) and the rows are at most
+# PICK_ONESHOT_ROWS_PER_SM per SM (more rows want more programs per SM than those registers
+# allow); else a tile at a time, read again (H100, reports/kernels/tune_sparq_d35f6ba.json:
+# 32 rows x 32k, k=2048 35.1 -> 33.1 us; but 512 rows x 4096 candidates 138.7 vs 153.6)
 PICK_ONESHOT_MAX_WARPS = 8
-SELECT_BITS3 = True  # the threshold's and the pick's bisections: 3 bits per reduction (else 2)
+PICK_ONESHOT_ROWS_PER_SM = 2
 
 
 def sample_size(S: int) -> int:
@@ -694,7 +678,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns, BITS3=SELECT_BITS3,
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
                                                        BLOCK=ws.block, num_warps=4)
@@ -720,9 +704,10 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     filter_candidates(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.cap)
     warps = _warps(capb, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
-    oneshot = PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
+    oneshot = (PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
+               and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, CAPB=capb, BLOCK=PICK_TILE,
-                          ONESHOT=oneshot, BITS3=SELECT_BITS3, num_warps=warps)
+                          ONESHOT=oneshot, num_warps=warps)
     return out
 
 
@@ -731,20 +716,12 @@ def sparq_select(state: SparqState):
     return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
 
 
-def attend_fma(G: int) -> bool:
-    return ATTEND_FMA and G == 1
-
-
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=None, num_stages=None):
     """Steps 6-8 over the chosen positions: returns y [B, Hq, d]."""
     K, V = cache.K, cache.V
     Hkv = cache.n_kv_heads
     d = cache.d_head
-    meta = _meta(q, cache)
-    fma = attend_fma(meta["G"])
-    if fma:
-        meta["GP"] = 1
-    fused = _common.FUSED_MERGE
+    fused = fused_merge(state.G)
     _attend_kernel[(q.shape[0] * Hkv, state.n_splits)](
         q, state.qm, state.inv_tau, K, V, state.idx, state.m_stat, state.l_stat,
         state.o_part, state.m_part, state.l_part, state.a_part, state.merge_count, cache.v_bar, state.out,
@@ -752,7 +729,7 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
-        FMA=fma, FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **meta,
+        FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
     )
     if not fused:
         launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits,

@@ -123,6 +123,8 @@ def test_gqa_shares_score_and_gather_traffic_across_the_group():
     two = attention_costs("sparq", gqa)[P.SPARQ_SCORE].reads["K_r_columns"]
     assert two == 2 * cg[P.SPARQ_SCORE].reads["K_r_columns"]
     assert cg[P.SPARQ_ATTEND].reads["K_rows"] * 4 == cm[P.SPARQ_ATTEND].reads["K_rows"]
+    # one head per group: the attend's last program merges (one launch); g = 4: a merge launch
+    assert (cm[P.SPARQ_ATTEND].launches, cg[P.SPARQ_ATTEND].launches) == (1, 2)
     # q is per query head: the same in both
     assert cg[P.SPARQ_SCORE].reads["q"] == cm[P.SPARQ_SCORE].reads["q"]
     # but scores are summed over the group: one score row per KV head

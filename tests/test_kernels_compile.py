@@ -28,12 +28,12 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "NS": "constexpr", "BITS3": "constexpr"}, {"NS": 8192, "BITS3": True}, 16),
+                           "NS": "constexpr"}, {"NS": 8192}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", "THRESH": I32, "CKEY": I32, "CPOS": I32, "COUNT": I32, "S": "i32",
                         "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
     ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "IDX": I32, "S": "i32", "k": "i32",
-                      "cap": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "BITS3"), "constexpr")},
-     {"CAPB": 8192, "BLOCK": 1024, "ONESHOT": True, "BITS3": True}, 8),
+                      "cap": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
+     {"CAPB": 8192, "BLOCK": 1024, "ONESHOT": True}, 8),
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
                       "HKV": "i32", **dict.fromkeys(("G", "GP", "D", "DP", "RP"), "constexpr")},
      {"G": 4, "GP": 16, "D": 128, "DP": 128, "RP": 16}, 4),
@@ -45,19 +45,17 @@ SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCOR
 for G, PASS, FMA, BS in ((1, 0, True, 512), (4, 2, False, 256)):  # one head per group; the group sum
     CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
                                                     TOPR_GIVEN=True, FMA=FMA, UPCAST=False), 4))
-# the split kernels with the fused merge: SparQ attend by multiply-adds (one head) and by
-# tl.dot (g = 4); dense
+# SparQ attend with the merge by its last split program (one head; g = 4), and dense
 SPLIT_SIG = {**dict.fromkeys(("Q", "QM", "K", "V", "OUT"), "*bf16"), "IDX": I32, "COUNT": I32,
              **dict.fromkeys(("INV_TAU", "M_STAT", "L_STAT", "O_PART", "M_PART", "L_PART", "A_PART", "VBAR"), "*fp32"),
              **dict.fromkeys(("k", "S", "chunk", "n_splits", "n_chunks", "sQb", "sQh", "sKb", "sKh", "sKs", "sVb", "sVh",
                               "sVs", "sMb", "sMh", "sYb", "sYh", "HKV"), "i32"), "qk_scale": "fp32",
-             **dict.fromkeys(("G", "GP", "D", "DP", "BLOCK_K", "BLOCK_N", "NCP", "SP", "MIX", "FMA", "FUSED", "UPCAST"),
+             **dict.fromkeys(("G", "GP", "D", "DP", "BLOCK_K", "BLOCK_N", "NCP", "SP", "MIX", "FUSED", "UPCAST"),
                              "constexpr")}
-for G, GP, FMA in ((1, 1, True), (4, 16, False)):
-    CASES.append(("_attend_kernel", SPLIT_SIG, dict(G=G, GP=GP, D=128, DP=128, BLOCK_K=64, NCP=32, SP=32, MIX=True,
-                                                     FMA=FMA, FUSED=True, UPCAST=False), 4))
-CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128, BLOCK_N=128, SP=32, FUSED=True,
-                                                       UPCAST=False), 4))
+for G in (1, 4):
+    CASES.append(("_attend_kernel", SPLIT_SIG, dict(G=G, GP=16, D=128, DP=128, BLOCK_K=64, NCP=32, SP=32, MIX=True,
+                                                     FUSED=True, UPCAST=False), 4))
+CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128, BLOCK_N=128, UPCAST=False), 4))
 out = {}
 for name, sig, consts, warps in CASES:
     fn = getattr(dn if name.startswith("_dense") else sp, name)
@@ -71,7 +69,7 @@ for name, sig, consts, warps in CASES:
         out[name] = "error: " + repr(e)[-600:]
         continue
     ptx = k.asm["ptx"]
-    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (" fma" if consts.get("FMA") and "MIX" in consts else "")
+    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "")
     out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
 print(json.dumps(out))
 '''
@@ -87,5 +85,5 @@ def test_kernels_compile_for_sm90():
     if "skip" in res:
         pytest.skip(res["skip"])
     assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok", "_topr_kernel": "ok",
-                   "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel fma": "ok",
-                   "_attend_kernel": "ok", "_dense_partial_kernel": "ok"}, res
+                   "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
+                   "_attend_kernel g=4": "ok", "_dense_partial_kernel": "ok"}, res

@@ -28,8 +28,8 @@ PATHS = ["filter", "small-tiles", "sample-missed", "overflow"]
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
-    an exact pick; with small tiles, a sample smaller than the row, two bits per bisection
-    round and the pick's writes a tile at a time; and forced into the
+    an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
+    tile at a time; and forced into the
     whole-row fallback by a threshold above the k-th largest or by more candidates than fit."""
     p = request.param
     if p == "small-tiles":
@@ -37,7 +37,6 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "PICK_TILE", 256)
         monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
-        monkeypatch.setattr(sparq_module, "SELECT_BITS3", False)  # two bits per round
         monkeypatch.setattr(sparq_module, "PICK_ONESHOT_MAX_WARPS", None)  # writes a tile at a time
     if p == "sample-missed":
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)

@@ -50,6 +50,9 @@ class SparqImpl:
     score_launches: int = 1
     select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
+    # up to this many query heads per KV head, the attend's last split program of each head
+    # merges the partials itself: one launch fewer
+    merge_in_attend_max_g: int = 1
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,8 @@ def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     }
     writes = {"out": n * g * d * a}
     flops = n * g * (k * (4.0 * d + 2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + 3.0 * d)
-    return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, impl.attend_launches)
+    launches = impl.attend_launches - (1 if w.group_size <= impl.merge_in_attend_max_g else 0)
+    return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, launches)
 
 
 def attention_costs(method: str, w: Workload, impl=None) -> dict[str, PhaseCost]:
