@@ -74,3 +74,28 @@ def test_measured_rows_carry_their_predicted_twin():
     assert append["bytes_written"] == 64 * 128 * (2 + 2 + 32 + 4)
     for r in rows:
         R.normalise(r)  # the shared schema
+
+
+def test_sparq_rotates_more_queries_than_cache_sets_for_a_cold_l2():
+    """SparQ reads r rows of K^T and k rows of K and V per call: it rotates queries until
+    those reads cover 5x L2, within memory, and never fewer than the cache sets."""
+    pytest.importorskip("torch")
+    import math
+
+    from sparq_perf.measure.point import MAX_QUERY_SETS, query_sets
+
+    l2 = 50 * 2**20
+
+    def sets_for(nbytes, most):
+        return max(1, min(most, math.ceil(5 * l2 / nbytes)))
+
+    big = 80 * 2**30
+    # B=1, 32 KV heads, S=32k, d=128, bf16, r=16, k=2048: 16 x 32768 x 32 x 2 B = 33.5 MB of
+    # K^T rows (and as many of K and V rows) per call: 5 x 52.4 MB / 33.5 MB -> 8 queries
+    assert query_sets(1, 32, 32768, 128, 2, [(16, 2048)], 1, big, sets_for) == 8
+    # k = 128: 2 x 128 x 128 x 32 x 2 B = 2.1 MB per call -> 125 wanted, at most MAX_QUERY_SETS
+    assert query_sets(1, 32, 32768, 128, 2, [(16, 2048), (32, 128)], 1, big, sets_for) == MAX_QUERY_SETS
+    # each query's buffers (3 x 4 B x 32 x 32768 = 12.6 MB) within a quarter of free memory
+    assert query_sets(1, 32, 32768, 128, 2, [(32, 128)], 1, 4 * 3 * 4 * 32 * 32768 * 5, sets_for) == 5
+    # never fewer than the cache sets (each cache set has its own query)
+    assert query_sets(64, 32, 131072, 128, 2, [(16, 8192)], 3, big, sets_for) == 3

@@ -12,6 +12,7 @@ from .. import phases as P
 from .timing import sets_for_cold_l2, time_calls
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+MAX_QUERY_SETS = 32  # queries (with their SparQ buffers) rotated among at most
 CHECK_TOL = 1e-2  # bf16/fp16 operands, fp32 accumulation (METHOD.md: 1e-3..1e-2)
 
 
@@ -53,6 +54,18 @@ def check_sparq_on_cache(runner, q, cache, r, k):
     S = cache.length
     return check_sparq_step(runner, q[0:1].double(), cache.K[0:1, :, :S].double(), cache.V[0:1, :, :S].double(),
                             cache.v_bar[0:1].double(), r, k)
+
+
+def query_sets(B, Hkv, S, d, e, settings, n_sets, free_bytes, sets_for) -> int:
+    """Queries SparQ rotates among at one point (each with its own buffers, the i-th on cache
+    set i mod n_sets). The dense calls read all of a cache set, so the n_sets sets cover 5x
+    L2; a SparQ call reads far less of one (r rows of K^T, k rows of K and V), so it rotates
+    more queries: each call scores and gathers other rows of the caches than the calls
+    before it, while what one phase hands the next (scores, indices) stays the query's own,
+    as in a decode step. sets_for(bytes, most) -> sets covering 5x L2 (timing.sets_for_cold_l2)."""
+    least_read = min(min(r * S, 2 * k * d) for r, k in settings) * B * Hkv * e
+    state_bytes = 3 * B * Hkv * S * 4  # scores, sample and candidates: an upper bound
+    return max(n_sets, min(sets_for(least_read, MAX_QUERY_SETS), int(0.25 * free_bytes // state_bytes)))
 
 
 def _random_cache(B, Hkv, S, d, dtype, gen):
@@ -124,9 +137,12 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
     add("dense", P.DENSE_DECODE, [x[P.DENSE_DECODE] for x in dense], check=err)
     del dense
 
-    for r, k in sparq_settings:
-        k = k or S // 16
-        sp = [phase_runners("sparq", q, c, r=r, k=k, l=l, mix_mean=mix_mean) for q, c in zip(qs, caches)]
+    settings = [(r, k or S // 16) for r, k in sparq_settings]
+    n_q = query_sets(B, Hkv, S, d, e, settings, n_sets, torch.cuda.mem_get_info()[0], sets_for_cold_l2)
+    sp_qs = qs + [torch.randn(B, Hq, d, dtype=dt, device="cuda", generator=gen) for _ in range(n_q - n_sets)]
+    pairs = [(q, caches[i % n_sets]) for i, q in enumerate(sp_qs)]
+    for r, k in settings:
+        sp = [phase_runners("sparq", q, c, r=r, k=k, l=l, mix_mean=mix_mean) for q, c in pairs]
         err = check_sparq_step(sp[0], q0, K0, V0, caches[0].v_bar[0:1].double(), r, k, l, mix_mean,
                                where=f"{base}, r={r}, k={k}")
         for phase in (P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
