@@ -37,10 +37,9 @@ SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOC
 SELECT_VARIANTS = [{}, {"PICK_ONESHOT_MAX_WARPS": None}, {"PICK_ONESHOT_ROWS_PER_SM": 64}, {"PICK_KEYS_PER_THREAD": 16}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
-DEFAULT_WAVES_FEW = sp.ATTEND_WAVES_FEW
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
-DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, *{n for v in SELECT_VARIANTS + MERGE_VARIANTS
-                                                                               for n in v}]}
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, "ATTEND_WAVES_FEW",
+                                                   *{n for v in SELECT_VARIANTS + MERGE_VARIANTS for n in v}]}
 
 
 def configs(grid):
@@ -49,8 +48,9 @@ def configs(grid):
 
 
 def apply(cfg):
-    cfg = {**cfg, **({"ATTEND_WAVES_FEW": cfg["ATTEND_WAVES"]} if "ATTEND_WAVES" in cfg else {})}
-    for name, value in {**DEFAULTS, "ATTEND_WAVES_FEW": DEFAULT_WAVES_FEW, **cfg}.items():
+    if "ATTEND_WAVES" in cfg:
+        cfg = {**cfg, "ATTEND_WAVES_FEW": cfg["ATTEND_WAVES"]}
+    for name, value in {**DEFAULTS, **cfg}.items():
         setattr(sp, name, value)
 
 
@@ -71,9 +71,10 @@ def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
         err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
-        for x in runs[1:]:  # select and attend alone read each set's scores and indices: compute them first
-            x[P.SPARQ_SCORE]()
-            x[P.SPARQ_SELECT]()
+        if name in (P.SPARQ_SELECT, P.SPARQ_ATTEND):  # they read each set's scores and indices: made first
+            for x in runs[1:]:
+                x[P.SPARQ_SCORE]()
+                x[P.SPARQ_SELECT]()
         t = time_calls([x[name] for x in runs], target_s=0.05)
         res.append(dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, phase=name, config=cfg, us=t["median_s"] * 1e6,
                         check_rel_err=err))

@@ -45,6 +45,7 @@ from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merg
                       n_splits_for, num_sms, pow2_bucket)
 from .cache import KVCache
 from sparq_perf import select_plan as plan
+from sparq_perf.cost.attention import SparqImpl
 
 # score positions per tile: 1024 for one head per group and r <= WIDE_SCORE_MAX_R, its logits
 # by multiply-adds (SCORE_FMA; H100, r = 16: B=1 S=32k 23.2 -> 14.3 us, B=8 S=16k 77.8 -> 64.7,
@@ -76,8 +77,9 @@ ATTEND_WARPS = 4
 ATTEND_STAGES = 3
 # the attend's last split program of each KV head merges the partials (no merge launch)
 # where a group has one head; with g heads it merges them one after another, which cost
-# more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4)
-FUSED_MERGE_MAX_G = 1
+# more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4).
+# The cost model counts the launches from the same number.
+FUSED_MERGE_MAX_G = SparqImpl.merge_in_attend_max_g
 
 
 def score_fma(G: int, r: int) -> bool:

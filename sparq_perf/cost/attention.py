@@ -36,8 +36,8 @@ class SparqImpl:
 
     scores_in_memory: bool = True
     select_passes: float = 1.0  # passes over the scores (with select_filter: the filter's one)
-    # our selection (select_plan): a threshold from a strided sample of each row (a sector
-    # per sampled key), a filter pass writing the keys at or above it and their positions
+    # our selection (select_plan): a threshold from a strided sample of each row (see
+    # sample_in_score), a filter pass writing the keys at or above it and their positions
     # (the candidates), a pick reading the candidates' keys, then keys and positions again
     # as it writes the k indices; three launches. False: an ideal one-pass selection.
     select_filter: bool = True
@@ -51,7 +51,7 @@ class SparqImpl:
     select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
     # up to this many query heads per KV head, the attend's last split program of each head
-    # merges the partials itself: one launch fewer
+    # merges the partials itself: one launch fewer (the kernels' FUSED_MERGE_MAX_G)
     merge_in_attend_max_g: int = 1
 
 
