@@ -54,7 +54,7 @@ def main(argv=None):
         t_filter = time_calls([(lambda s=s, w=w: (sp.filter_candidates(s, w), w.count.zero_())) for s, w in zip(scores, wss)])
         t_zero = time_calls([(lambda w=w: w.count.zero_()) for w in wss])
         t_topk = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores])
-        row = dict(rows=rows, S=S, k=k, cap=wss[0].cap, rank=wss[0].rank, n_sample=wss[0].n_sample,
+        row = dict(rows=rows, S=S, k=k, cap=wss[0].cap, slots=wss[0].slots, rank=wss[0].rank, n_sample=wss[0].n_sample,
                    count_min=int(c.min()), count_max=int(c.max()), select_us=t_all["median_s"] * 1e6,
                    filter_us=(t_filter["median_s"] - t_zero["median_s"]) * 1e6, zero_us=t_zero["median_s"] * 1e6,
                    topk_us=t_topk["median_s"] * 1e6)

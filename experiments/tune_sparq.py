@@ -2,11 +2,12 @@
 
 For each shape and configuration: the whole SparQ step is checked against the float64
 reference (batch element 0, with the kernel's chosen positions) and the selection against
-torch.topk, then the phase is timed (CUDA graphs, median). Selection alone is also swept
-on fp32 random scores against torch.topk. Attend's merge (by its last program or by a
-launch of its own) is compared on the whole SparQ step.
+torch.topk, then the phase is timed (CUDA graphs, median); the whole step with each
+selection variant too. Selection alone is also swept on fp32 random scores against
+torch.topk. Attend's merge (by its last program or by a launch of its own) is compared on
+the whole SparQ step with --merge.
 
-    python experiments/tune_sparq.py --out reports/kernels [--score | --score-gqa] [--attend]
+    python experiments/tune_sparq.py --out reports/kernels [--score | --score-gqa] [--attend] [--merge]
 Writes tune_sparq.json; prints the three best configurations per shape and phase.
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"PICK_ONESHOT_MAX_WARPS": None}, {"PICK_ONESHOT_ROWS_PER_SM": 64}, {"PICK_KEYS_PER_THREAD": 16}]
+SELECT_VARIANTS = [{}, {"PICK_SLOT_SIGMAS": 6.0}, {"PICK_KEYS_PER_THREAD": 16},
+                   {"PICK_SLOT_SIGMAS": 6.0, "PICK_KEYS_PER_THREAD": 16}, {"PICK_KEYS_PER_THREAD": 8},
+                   {"PICK_ONESHOT_MAX_WARPS": None}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
@@ -54,7 +57,7 @@ def apply(cfg):
         setattr(sp, name, value)
 
 
-def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
+def sweep_step(B, S, Hkv, gen, res, with_score, with_attend, with_merge):
     r, k = 16, S // 16
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
@@ -66,7 +69,7 @@ def sweep_step(B, S, Hkv, gen, res, with_score, with_attend):
     attend_cfgs = configs(ATTEND_GRID)
     trials = ([(P.SPARQ_SCORE, c) for c in score_cfgs if with_score] + [(P.SPARQ_SELECT, c) for c in SELECT_VARIANTS]
               + [(P.SPARQ_ATTEND, c) for c in attend_cfgs if with_attend]
-              + [(P.SPARQ_DECODE, c) for c in [{}, *MERGE_VARIANTS]])
+              + [(P.SPARQ_DECODE, c) for c in SELECT_VARIANTS + (MERGE_VARIANTS if with_merge else [])])
     for name, cfg in trials:
         apply(cfg)
         runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
@@ -108,6 +111,7 @@ def main(argv=None):
     ap.add_argument("--score", action="store_const", const="all", help="also sweep the score kernel's tiles")
     ap.add_argument("--score-gqa", dest="score", action="store_const", const="gqa", help="... at g > 1 only")
     ap.add_argument("--attend", action="store_true", help="also sweep the attend kernel's tiles and grid")
+    ap.add_argument("--merge", action="store_true", help="also time the step with each way of merging attend's splits")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +121,7 @@ def main(argv=None):
         sweep_select(rows, S, gen, res)
         print("select", rows, S, flush=True)
     for B, S, Hkv in SHAPES:
-        sweep_step(B, S, Hkv, gen, res, args.score, args.attend)
+        sweep_step(B, S, Hkv, gen, res, args.score, args.attend, args.merge)
         print("step", B, S, Hkv, flush=True)
     prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -23,8 +23,10 @@ sparq_select exact top-k in three launches, for any number of rows and lengths:
              at k = S/16) through a per-row atomic counter; a pick, one program per row,
              finding the k-th largest candidate by bisection over the bits in which they
              differ (two bits per block reduction), then writing the positions above it
-             and as many of its ties as needed. A row whose candidates are fewer than k or
-             do not fit is searched whole from memory instead: slow, never wrong.
+             and as many of its ties as needed. The candidates are held in registers
+             where they fit the pick's slots (their expected count + 3 sigma), else read
+             from memory a tile at a time. A row whose candidates are fewer than k or do
+             not fit their room is searched whole from memory instead: slow, never wrong.
              Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
@@ -288,6 +290,21 @@ def _add3(a0, b0, c0, a1, b1, c1):
 
 
 @triton.jit
+def _count3(key, lo, hi, both):
+    """#(key >= lo), #(key >= hi), #(key >= both) over a block."""
+    if TUPLE_REDUCE:
+        return tl.reduce(((key >= lo).to(tl.int32), (key >= hi).to(tl.int32), (key >= both).to(tl.int32)), 0, _add3)
+    else:
+        return (tl.sum((key >= lo).to(tl.int32), 0), tl.sum((key >= hi).to(tl.int32), 0),
+                tl.sum((key >= both).to(tl.int32), 0))
+
+
+@triton.jit
+def _narrow(t, kk, lo, hi, both, n_lo, n_hi, n_both):
+    return tl.where(n_both >= kk, both, tl.where(n_hi >= kk, hi, tl.where(n_lo >= kk, lo, t)))
+
+
+@triton.jit
 def _kth_largest(key, kk, base, nbits):
     """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
     above the lowest nbits (base has those nbits clear). Two bits per round: three counts
@@ -296,15 +313,8 @@ def _kth_largest(key, kk, base, nbits):
     for j in range(nbits // 2):
         lo = t | _bit(nbits - 2 - 2 * j)
         hi = t | _bit(nbits - 1 - 2 * j)
-        both = lo | hi
-        if TUPLE_REDUCE:
-            n_lo, n_hi, n_both = tl.reduce(((key >= lo).to(tl.int32), (key >= hi).to(tl.int32),
-                                            (key >= both).to(tl.int32)), 0, _add3)
-        else:
-            n_lo = tl.sum((key >= lo).to(tl.int32), 0)
-            n_hi = tl.sum((key >= hi).to(tl.int32), 0)
-            n_both = tl.sum((key >= both).to(tl.int32), 0)
-        t = tl.where(n_both >= kk, both, tl.where(n_hi >= kk, hi, tl.where(n_lo >= kk, lo, t)))
+        n_lo, n_hi, n_both = _count3(key, lo, hi, lo | hi)
+        t = _narrow(t, kk, lo, hi, lo | hi, n_lo, n_hi, n_both)
     if nbits % 2 == 1:
         lo = t | _bit(0)
         t = tl.where(tl.sum((key >= lo).to(tl.int32), 0) >= kk, lo, t)
@@ -409,48 +419,72 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
 
 
 @triton.jit
-def _pick_whole_row(srow, dst, S, k, BLOCK: tl.constexpr):
-    """The exact top k of the row read from memory: bisection over the 32 key bits, one
-    pass each, a counting pass, then a writing pass. Slow, and only a fallback."""
-    offs = tl.arange(0, BLOCK)
-    t = tl.zeros([], tl.uint32)
-    for i in range(32):
-        cand = t | _bit(31 - i)
-        cnt = tl.zeros([], tl.int32)
-        for n0 in range(0, S, BLOCK):
-            pos = n0 + offs
-            key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-            cnt += tl.sum(((pos < S) & (key >= cand)).to(tl.int32), 0)
-        t = tl.where(cnt >= k, cand, t)
-    n_gt = tl.zeros([], tl.int32)
-    for n0 in range(0, S, BLOCK):
-        pos = n0 + offs
-        key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-        n_gt += tl.sum(((pos < S) & (key > t)).to(tl.int32), 0)
-    w_gt = tl.zeros([], tl.int32)
-    w_eq = tl.zeros([], tl.int32)
-    for n0 in range(0, S, BLOCK):
-        pos = n0 + offs
-        key = _order_key(tl.load(srow + pos, mask=pos < S, other=-float("inf")))
-        w_gt, w_eq = _emit(dst, key, pos, pos < S, t, n_gt, k, w_gt, w_eq)
+def _tile_keys(SRC, i, m, SCORES: tl.constexpr):
+    """Order keys of a tile of scores (SCORES) or of candidates' keys; 0 where masked out,
+    below every bisection probe."""
+    if SCORES:
+        key = _order_key(tl.load(SRC + i, mask=m, other=0.0))
+    else:
+        key = tl.load(SRC + i, mask=m, other=0).to(tl.uint32, bitcast=True)
+    return tl.where(m, key, 0)
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, CAPB: tl.constexpr,
+def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
+    """The exact top k of n keys read from memory a tile at a time: a row of scores
+    (SCORES: the positions are the indices) or candidates with their positions at POS.
+    Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
+    pass, then a writing pass. Slow: only for rows whose candidates missed the k-th largest
+    or outnumber the pick's registers."""
+    offs = tl.arange(0, TILE)
+    t = tl.zeros([], tl.uint32)
+    for j in range(16):
+        lo = t | _bit(30 - 2 * j)
+        hi = t | _bit(31 - 2 * j)
+        n_lo = tl.zeros([], tl.int32)
+        n_hi = tl.zeros([], tl.int32)
+        n_both = tl.zeros([], tl.int32)
+        for i0 in range(0, n, TILE):
+            i = i0 + offs
+            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES), lo, hi, lo | hi)
+            n_lo, n_hi, n_both = n_lo + a, n_hi + b, n_both + c
+        t = _narrow(t, k, lo, hi, lo | hi, n_lo, n_hi, n_both)
+    n_gt = tl.zeros([], tl.int32)
+    for i0 in range(0, n, TILE):
+        i = i0 + offs
+        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES) > t).to(tl.int32), 0)
+    w_gt = tl.zeros([], tl.int32)
+    w_eq = tl.zeros([], tl.int32)
+    for i0 in range(0, n, TILE):
+        i = i0 + offs
+        m = i < n
+        if SCORES:
+            pos = i
+        else:
+            pos = tl.load(POS + i, mask=m, other=0)
+        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES), pos, m, t, n_gt, k, w_gt, w_eq)
+
+
+@triton.jit
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile when writing
                  ONESHOT: tl.constexpr):
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
-    at least k (all keys at or above the threshold) and fit: picked from them. Otherwise (a
-    sample that missed, or more candidates than fit) the whole row is searched from
-    memory: slow, never wrong. Resets the row's counter for the next call."""
+    at least k (all keys at or above the threshold): picked from them in registers where
+    they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A sample
+    that missed (fewer than k), or more candidates than their room (cap), and the whole
+    row is searched from memory instead: slow, never wrong. Resets the row's counter for
+    the next call."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
-    if (c >= k) & (c <= cap):
+    if (c >= k) & (c <= slots):
         _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT)
+    elif (c >= k) & (c <= cap):
+        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False)
     else:
-        _pick_whole_row(SCORES + row * S, IDX + row * k, S, k, BLOCK)
+        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -633,6 +667,10 @@ PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pic
 # 32 rows x 32k, k=2048 35.1 -> 33.1 us; but 512 rows x 4096 candidates 138.7 vs 153.6)
 PICK_ONESHOT_MAX_WARPS = 8
 PICK_ONESHOT_ROWS_PER_SM = 2
+# the pick holds up to its register slots of candidates: the expected count and this many
+# standard deviations of it (a row with more, up to the cap, is picked from memory a tile
+# at a time); SAMPLE_SIGMAS: as many as the cap, none ever from memory
+PICK_SLOT_SIGMAS = 3.0
 
 
 def sample_size(S: int) -> int:
@@ -646,7 +684,16 @@ def sample_rank(S: int, k: int, n: int) -> int:
 def candidate_cap(S: int, k: int, n: int) -> int:
     """Room for the candidates: their expected count and SAMPLE_SIGMAS of its spread, a
     power of two, at least k's and at most S's."""
-    want = float(plan.candidates(S, k, n, SAMPLE_SIGMAS, spread=SAMPLE_SIGMAS)) + 64
+    return _pow2_room(S, k, n, SAMPLE_SIGMAS)
+
+
+def pick_slots(S: int, k: int, n: int) -> int:
+    """Candidates the pick holds in registers: as candidate_cap, PICK_SLOT_SIGMAS of spread."""
+    return _pow2_room(S, k, n, PICK_SLOT_SIGMAS)
+
+
+def _pow2_room(S: int, k: int, n: int, sigmas: float) -> int:
+    want = float(plan.candidates(S, k, n, SAMPLE_SIGMAS, spread=sigmas)) + 64
     return max(triton.next_power_of_2(k), min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
 
 
@@ -661,6 +708,7 @@ class FilterWorkspace:
         self.sample_stride = S // self.n_sample  # the sample: positions i * sample_stride, i < n_sample
         self.rank = sample_rank(S, k, self.n_sample)
         self.cap = candidate_cap(S, k, self.n_sample)
+        self.slots = min(self.cap, pick_slots(S, k, self.n_sample))
         self.block = FILTER_BLOCK
         self.thresh = torch.empty(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
@@ -704,11 +752,11 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
     filter_candidates(scores, ws, sampled)
-    capb = triton.next_power_of_2(ws.cap)
+    capb = triton.next_power_of_2(ws.slots)
     warps = _warps(capb, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     oneshot = (PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
                and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, CAPB=capb, BLOCK=PICK_TILE,
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
                           ONESHOT=oneshot, num_warps=warps)
     return out
 

@@ -22,15 +22,16 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
     an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
-    tile at a time; and forced into the
-    whole-row fallback by a threshold above the k-th largest or by more candidates than fit."""
+    tile at a time; the candidates picked from memory a tile at a time (more than the pick's
+    register slots); and forced into the whole-row fallback by a threshold above the k-th
+    largest or by more candidates than their room holds."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -42,6 +43,9 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
     if p == "overflow":
         monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n: k)
+    if p == "beyond-slots":
+        monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n: k)
+        monkeypatch.setattr(sparq_module, "PICK_TILE", 128)
     return p
 
 
