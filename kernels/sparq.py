@@ -655,6 +655,11 @@ SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = 2048  # keys per program of the filter pass
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
+# ... but this many where the rows are at most one per SM and the pick then keeps to
+# PICK_ONESHOT_MAX_WARPS warps (H100, 4096 slots: B=1 S=32k select 24.8 -> 23.1 us, GQA B=16
+# 37.7 -> 36.1; at 512 rows 118.5 -> 123.5, and at 32 warps for 16384 slots 72.7 -> 78.2;
+# reports/kernels/tune_sparq_4131807.json)
+PICK_KEYS_PER_THREAD_FEW = 16
 PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 THRESH_MIN_WARPS = 4
@@ -722,6 +727,14 @@ def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, n // (32 * per_thread)))
 
 
+def pick_warps(slots: int, rows: int) -> int:
+    warps = _warps(slots, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
+    few = _warps(slots, PICK_KEYS_PER_THREAD_FEW, PICK_MIN_WARPS, 32)
+    if rows <= num_sms() and PICK_ONESHOT_MAX_WARPS is not None and few <= PICK_ONESHOT_MAX_WARPS:
+        return few
+    return warps
+
+
 def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold.
     sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
@@ -753,7 +766,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         raise ValueError("the selection workspace was made for another shape or k")
     filter_candidates(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.slots)
-    warps = _warps(capb, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
+    warps = pick_warps(capb, rows)
     oneshot = (PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
                and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,

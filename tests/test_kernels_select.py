@@ -110,3 +110,20 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert len(set(pos.tolist())) == count[row]
         t = scores[row, pos].min()
         assert int((scores[row] >= t).sum()) == count[row]
+
+
+def test_pick_slots_and_warps(select_path):
+    """The pick's register slots lie between k's and the cap, hold the expected candidates,
+    and take fewer keys per thread (more warps, up to the one-scan limit) only where the
+    rows are at most one per SM."""
+    if select_path != "filter":
+        pytest.skip("the defaults only")
+    from sparq_perf import select_plan
+    for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048)]:
+        n = sparq_module.sample_size(S)
+        slots, cap = sparq_module.pick_slots(S, k, n), sparq_module.candidate_cap(S, k, n)
+        assert k <= slots <= cap and slots >= select_plan.candidates(S, k, n)
+    assert (sparq_module.pick_slots(32768, 2048, 2048), sparq_module.candidate_cap(32768, 2048, 2048)) == (4096, 8192)
+    sms = sparq_module.num_sms()
+    assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4
+    assert sparq_module.pick_warps(16384, 1) == 16  # 32 warps at 16 keys each: past the one-scan limit
