@@ -728,6 +728,9 @@ def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
 
 
 def pick_warps(slots: int, rows: int) -> int:
+    """Warps of the pick's programs: PICK_KEYS_PER_THREAD candidate slots per thread, or
+    PICK_KEYS_PER_THREAD_FEW where the rows are at most one per SM and the warps stay within
+    the one-scan limit (more threads per row where the SMs have room)."""
     warps = _warps(slots, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     few = _warps(slots, PICK_KEYS_PER_THREAD_FEW, PICK_MIN_WARPS, 32)
     if rows <= num_sms() and PICK_ONESHOT_MAX_WARPS is not None and few <= PICK_ONESHOT_MAX_WARPS:
