@@ -467,7 +467,7 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
 
 @triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
-                 BLOCK: tl.constexpr,  # candidates or scores per tile when writing
+                 BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr):
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
     at least k (all keys at or above the threshold): picked from them in registers where
@@ -591,7 +591,8 @@ class SparqState:
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
         self.qm = torch.empty((B, Hq, d), dtype=q.dtype, device=dev)
         self.inv_tau = torch.empty((B, Hq), dtype=f32, device=dev)
-        self.i1 = torch.empty((rows, max(16, triton.next_power_of_2(r))), dtype=torch.int32, device=dev)
+        self.rp = max(16, triton.next_power_of_2(r))  # top-r slots (a tl.dot needs 16 rows at least)
+        self.i1 = torch.empty((rows, self.rp), dtype=torch.int32, device=dev)
         self.m_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
@@ -635,11 +636,10 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
         state.sel.sample_stride, state.sel.n_sample,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
-    rp = max(16, triton.next_power_of_2(state.r))
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
-    common = dict(RP=rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
+                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
+    common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta)
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
@@ -663,7 +663,7 @@ PICK_KEYS_PER_THREAD_FEW = 16
 PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 THRESH_MIN_WARPS = 4
-PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile of the pick's writes
+PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
 # the pick writes its k positions in one scan of the positions loaded with the keys where it
 # runs at most PICK_ONESHOT_MAX_WARPS warps (None: never; sm_90, 32 keys per thread: ~168
 # registers, and at 16 warps and more the positions would spill) and the rows are at most
@@ -733,9 +733,12 @@ def pick_warps(slots: int, rows: int) -> int:
     the one-scan limit (more threads per row where the SMs have room)."""
     warps = _warps(slots, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     few = _warps(slots, PICK_KEYS_PER_THREAD_FEW, PICK_MIN_WARPS, 32)
-    if rows <= num_sms() and PICK_ONESHOT_MAX_WARPS is not None and few <= PICK_ONESHOT_MAX_WARPS:
-        return few
-    return warps
+    return few if rows <= num_sms() and _one_scan_warps(few) else warps
+
+
+def _one_scan_warps(warps: int) -> bool:
+    """At most PICK_ONESHOT_MAX_WARPS (None: never): few enough to write in one scan."""
+    return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
 def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
@@ -770,8 +773,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     filter_candidates(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
-    oneshot = (PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
-               and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
+    oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
                           ONESHOT=oneshot, num_warps=warps)
     return out

@@ -11,6 +11,15 @@ from .hardware import Hardware
 from .workload import Workload
 
 STEP_PHASES = {P.DENSE_DECODE: P.DENSE_PHASES, P.SPARQ_DECODE: P.SPARQ_PHASES}
+# Measured (method, phase) -> the model's method for its predicted twin. The append kernel
+# always writes both K layouts and v_bar, so its twin is SparQ's append; torch.topk is timed
+# on SparQ's scores, so its twin is SparQ's selection.
+TWIN_METHOD = {"sdpa": "dense", "torch_topk": "sparq"}
+
+
+def model_method(method: str, phase: str) -> str:
+    """The model's method for a measured row's (method, phase)."""
+    return "sparq" if phase == P.APPEND else TWIN_METHOD.get(method, method)
 
 
 def predict_phases(hw: Hardware, w: Workload, method: str, *, calibration: Calibration | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import phases as P
 from ..calibration import Calibration, PhaseFit
 from ..cost.base import serial_waves
 
@@ -39,7 +38,7 @@ def row_cost(row):
     """The model's cost of a measured row's phase (a whole step: its phases combined)."""
     from ..cost.attention import attention_costs
     from ..cost.base import combine
-    from ..phase_model import STEP_PHASES
+    from ..phase_model import STEP_PHASES, model_method
     from ..units import dtype_bytes
     from ..workload import Workload
 
@@ -47,7 +46,7 @@ def row_cost(row):
                  int(row["d_head"]), row.get("r") or 1, row.get("k") or 1, row.get("l") or 0,
                  dtype_bytes(row.get("kv_dtype") or "bf16"), 2.0)
     phase = row["phase"]
-    costs = attention_costs("sparq" if phase == P.APPEND else row["method"], w)
+    costs = attention_costs(model_method(row["method"], phase), w)
     if phase in STEP_PHASES:
         return combine(phase, [costs[n] for n in STEP_PHASES[phase]])
     return costs[phase]

@@ -17,7 +17,7 @@ from .. import phases as P
 from .. import rows as R
 from ..errors import UserError
 from ..hardware import builtin_profiles, get_profile
-from ..phase_model import predict_phases
+from ..phase_model import model_method, predict_phases
 from ..workload import Workload
 from .sweep import Point, load_sweep
 
@@ -58,12 +58,6 @@ def point_bytes(p: Point, n_buffers: int = 1) -> float:
     return n_buffers * (kv + scores)
 
 
-# Measured (method, phase) -> the model's method for its predicted twin. The append kernel
-# always writes both K layouts and v_bar, so its twin is SparQ's append; torch.topk is timed
-# on SparQ's scores, so its twin is SparQ's selection.
-TWIN_METHOD = {"sdpa": "dense", "torch_topk": "sparq"}
-
-
 def twin_rows(p: Point, hw, measured: list[dict], base: dict, copy_bw: float) -> list[dict]:
     """Rows for one (model, B, S) group: each measured phase beside its predicted time (the
     profile's figures with this device's measured copy bandwidth).
@@ -74,12 +68,11 @@ def twin_rows(p: Point, hw, measured: list[dict], base: dict, copy_bw: float) ->
 
     out = []
     for m in measured:
-        method, phase = m["method"], m["phase"]
-        model_method = "sparq" if phase == P.APPEND else TWIN_METHOD.get(method, method)
+        phase = m["phase"]
         r = m.get("r") or p.r
         k = m.get("k") or p.k
         w = Workload(p.batch, p.seq_len, p.n_heads, p.n_kv_heads, p.d_head, r, k, p.l, dtype_bytes(p.kv_dtype), 2.0)
-        pred = predict_phases(hw, w, model_method, copy_bandwidth_bytes_per_s=copy_bw).get(phase)
+        pred = predict_phases(hw, w, model_method(m["method"], phase), copy_bandwidth_bytes_per_s=copy_bw).get(phase)
         row = {**base, **{c: m.get(c) for c in ("method", "phase", "r", "k", "time_s", "time_p20_s", "time_p80_s",
                                                 "max_rel_error")},
                "scope": "layer", "count": 1.0, "status": m.get("status", "ok")}
