@@ -23,9 +23,10 @@ import torch
 import triton
 
 from sparq_perf import phases as P
+from sparq_perf.kernels import _common as cm
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, same_topk
+from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, query_sets, same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
@@ -35,14 +36,13 @@ SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"PICK_SLOT_SIGMAS": 6.0}, {"PICK_KEYS_PER_THREAD": 16},
-                   {"PICK_SLOT_SIGMAS": 6.0, "PICK_KEYS_PER_THREAD": 16}, {"PICK_KEYS_PER_THREAD": 8},
-                   {"PICK_ONESHOT_MAX_WARPS": None}]
+SELECT_VARIANTS = [{}, {"RADIX_BITS": 0}, {"RADIX_BITS": 6}, {"PICK_KEYS_PER_THREAD": 16}, {"PDL": False}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
-DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, "ATTEND_WAVES_FEW",
-                                                   *{n for v in SELECT_VARIANTS + MERGE_VARIANTS for n in v}]}
+MODULE = {"PDL": cm}  # settings kept outside kernels/sparq.py: launches with or without PDL
+DEFAULTS = {name: getattr(MODULE.get(name, sp), name)
+            for name in [*SCORE_GRID, *ATTEND_GRID, "ATTEND_WAVES_FEW", *{n for v in SELECT_VARIANTS + MERGE_VARIANTS for n in v}]}
 
 
 def configs(grid):
@@ -54,14 +54,17 @@ def apply(cfg):
     if "ATTEND_WAVES" in cfg:
         cfg = {**cfg, "ATTEND_WAVES_FEW": cfg["ATTEND_WAVES"]}
     for name, value in {**DEFAULTS, **cfg}.items():
-        setattr(sp, name, value)
+        setattr(MODULE.get(name, sp), name, value)
 
 
 def sweep_step(B, S, Hkv, gen, res, with_score, with_attend, with_merge):
     r, k = 16, S // 16
     n_sets = min(4, sets_for_cold_l2(3 * B * Hkv * S * D * 2))
     caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
-    qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_sets)]
+    # queries rotated over the cache sets as measure does (measure.point.query_sets)
+    n_q = query_sets(B, Hkv, S, D, 2, [(r, k)], n_sets, torch.cuda.mem_get_info()[0], sets_for_cold_l2)
+    qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n_q)]
+    caches = [caches[i % n_sets] for i in range(n_q)]
     # one head per group scores with BLOCK_S (FMA or not); g > 1 with BLOCK_S_NARROW, never FMA
     score_cfgs = [c for c in configs(SCORE_GRID) if Hkv == H_Q or (not c["SCORE_FMA"] and c["BLOCK_S"] == 512)]
     if with_score == "gqa" and Hkv == H_Q:

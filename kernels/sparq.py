@@ -21,8 +21,8 @@ sparq_select exact top-k in three launches, for any number of rows and lengths:
              but for a vanishing fraction of rows); a filter over (rows, tiles of S)
              appending the keys at or above it and their positions (the candidates: 1.3-1.9 k
              at k = S/16) through a per-row atomic counter; a pick, one program per row,
-             finding the k-th largest candidate by bisection over the bits in which they
-             differ (two bits per block reduction), then writing the positions above it
+             finding the k-th largest candidate a few bits at a time over the bits in which
+             they differ (a histogram of the next RADIX_BITS bits a round), then writing the positions above it
              and as many of its ties as needed. The candidates are held in registers
              where they fit the pick's slots (their expected count + 3 sigma), else read
              from memory a tile at a time. A row whose candidates are fewer than k or do
@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
-                      n_splits_for, num_sms, pow2_bucket)
+                      n_splits_for, num_sms, pdl_args, pdl_wait, pow2_bucket)
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 from sparq_perf.cost.attention import SparqImpl
@@ -152,9 +152,10 @@ def _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G: tl.constexpr, G
 
 @triton.jit
 def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                 DP: tl.constexpr, RP: tl.constexpr):
+                 DP: tl.constexpr, RP: tl.constexpr, PDL: tl.constexpr):
     """Grid (B*H_kv,): steps 1-2 once per KV head, for every score program and for attend:
     I1 [rows, RP], q masked to its top-r components (QM) and 1/tau per query head."""
+    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     b = pid // HKV
     h = pid % HKV
@@ -185,7 +186,9 @@ def _score_kernel(
     TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
     FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
     UPCAST: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     chunk_id = tl.program_id(1)
     b = pid // HKV
@@ -305,10 +308,36 @@ def _narrow(t, kk, lo, hi, both, n_lo, n_hi, n_both):
 
 
 @triton.jit
-def _kth_largest(key, kk, base, nbits):
-    """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
-    above the lowest nbits (base has those nbits clear). Two bits per round: three counts
-    in one block reduction, so ceil(nbits / 2) reductions wait on each other."""
+def _kth_largest(key, valid, kk, base, nbits, BITS: tl.constexpr):
+    """Largest t with #(valid keys >= t) >= kk, given that every valid key shares base's bits
+    above the lowest nbits (base has those nbits clear; invalid keys are 0). BITS = 0: two bits
+    a round, by three counts in one block reduction; else BITS (>= 5) a round, by a histogram
+    of the next BITS bits of the keys that share t's bits so far: ceil(nbits / BITS) rounds."""
+    if BITS == 0:
+        t = _kth_largest_2bit(key, kk, base, nbits)
+    else:
+        NB: tl.constexpr = 1 << BITS
+        bins = tl.arange(0, NB)
+        t = base
+        above = tl.zeros([], tl.int32)  # keys above t's bits so far
+        for j in range((nbits + BITS - 1) // BITS):
+            hi = nbits - j * BITS  # t's bits at and above hi are fixed
+            sh = tl.maximum(hi - BITS, 0)
+            hs = tl.minimum(hi, 31).to(tl.uint32)
+            match = valid & ((hi >= 32) | ((key >> hs) == (t >> hs)))
+            digit = (key >> sh.to(tl.uint32)) & ((_bit(hi - sh) - 1))
+            h = tl.histogram(digit.to(tl.int32), NB, mask=match)
+            ge = tl.cumsum(h, 0, reverse=True)  # matching keys whose digit is >= the bin's
+            b = tl.max(tl.where(above + ge >= kk, bins, 0), 0)
+            above += tl.sum(tl.where(bins > b, h, 0), 0)
+            t = t | (b.to(tl.uint32) << sh.to(tl.uint32))
+    return t
+
+
+@triton.jit
+def _kth_largest_2bit(key, kk, base, nbits):
+    """_kth_largest two bits a round: three counts in one block reduction, so ceil(nbits / 2)
+    reductions wait on each other."""
     t = base
     for j in range(nbits // 2):
         lo = t | _bit(nbits - 2 - 2 * j)
@@ -330,24 +359,27 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr, BITS: tl.constexpr,
+                      PDL: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
     cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
-    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
+    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, in_sample, rank, tl.zeros([], tl.uint32), 16, BITS) << 16
     tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr):
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, tiles of S): appends the keys of one tile at or above the row's threshold,
     with their positions, to the row's candidates through the row's atomic counter (which
     counts past cap too)."""
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     t_lo = tl.load(THRESH + row).to(tl.uint32, bitcast=True)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -381,7 +413,8 @@ def _add2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr):
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
+                          BITS: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
@@ -395,7 +428,7 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth_largest(key, k, base, nbits)
+    t = _kth_largest(key, m, k, base, nbits, BITS)
     gt = m & (key > t)
     n_gt = tl.sum(gt.to(tl.int32), 0)
     if ONESHOT:
@@ -468,19 +501,20 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
 @triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr):
+                 ONESHOT: tl.constexpr, BITS: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,). The k-th largest key is among the row's candidates when they number
     at least k (all keys at or above the threshold): picked from them in registers where
     they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A sample
     that missed (fewer than k), or more candidates than their room (cap), and the whole
     row is searched from memory instead: slow, never wrong. Resets the row's counter for
     the next call."""
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= slots):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT)
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT, BITS)
     elif (c >= k) & (c <= cap):
         _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False)
     else:
@@ -500,7 +534,9 @@ def _attend_kernel(
     MIX: tl.constexpr,  # compute alpha (step 6) for the v_bar mixing
     FUSED: tl.constexpr,  # the last split program of each KV head merges (fused_merge)
     UPCAST: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     b = pid // HKV
@@ -638,14 +674,16 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     )
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
+                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"},
+                                          **pdl_args(first=True))
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta)
+    first = pdl_args(first=not state.topr_kernel)  # the step's first kernel, unless the top-r launch is
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common, **first)
     else:
-        _score_kernel[grid](*args, PASS=1, FMA=False, **common)
-        _score_kernel[grid](*args, PASS=2, FMA=False, **common)
+        _score_kernel[grid](*args, PASS=1, FMA=False, **common, **first)
+        _score_kernel[grid](*args, PASS=2, FMA=False, **common, **pdl_args())
     return state.scores
 
 
@@ -676,6 +714,9 @@ PICK_ONESHOT_ROWS_PER_SM = 2
 # standard deviations of it (a row with more, up to the cap, is picked from memory a tile
 # at a time); SAMPLE_SIGMAS: as many as the cap, none ever from memory
 PICK_SLOT_SIGMAS = 3.0
+# the threshold's and the pick's k-th largest key: RADIX_BITS bits a round by a histogram
+# (a power-of-two bin count of at least a warp's 32 threads), or 0: two bits a round by counts
+RADIX_BITS = 5
 
 
 def sample_size(S: int) -> int:
@@ -747,10 +788,10 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
-                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns, BITS=RADIX_BITS,
+                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16), **pdl_args())
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
-                                                       BLOCK=ws.block, num_warps=4)
+                                                       BLOCK=ws.block, num_warps=4, **pdl_args())
     return ws.count
 
 
@@ -775,7 +816,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
-                          ONESHOT=oneshot, num_warps=warps)
+                          ONESHOT=oneshot, BITS=RADIX_BITS, num_warps=warps, **pdl_args())
     return out
 
 
@@ -798,6 +839,7 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
         FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
+        **pdl_args(),
     )
     if not fused:
         launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits,
