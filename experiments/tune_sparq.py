@@ -23,7 +23,6 @@ import torch
 import triton
 
 from sparq_perf import phases as P
-from sparq_perf.kernels import _common as cm
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.runners import phase_runners
 from sparq_perf.measure.point import _random_cache, check_sparq_on_cache, query_sets, same_topk
@@ -36,13 +35,12 @@ SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"RADIX_BITS": 0}, {"RADIX_BITS": 6}, {"PICK_KEYS_PER_THREAD": 16}, {"PDL": False}]
+SELECT_VARIANTS = [{}, {"PICK_IN_FILTER": False}, {"FILTER_BLOCK": 4096}, {"FILTER_KEYS_PER_THREAD": 16}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
-MODULE = {"PDL": cm}  # settings kept outside kernels/sparq.py: launches with or without PDL
-DEFAULTS = {name: getattr(MODULE.get(name, sp), name)
-            for name in [*SCORE_GRID, *ATTEND_GRID, "ATTEND_WAVES_FEW", *{n for v in SELECT_VARIANTS + MERGE_VARIANTS for n in v}]}
+DEFAULTS = {name: getattr(sp, name) for name in [*SCORE_GRID, *ATTEND_GRID, "ATTEND_WAVES_FEW",
+                                                   *{n for v in SELECT_VARIANTS + MERGE_VARIANTS for n in v}]}
 
 
 def configs(grid):
@@ -54,7 +52,7 @@ def apply(cfg):
     if "ATTEND_WAVES" in cfg:
         cfg = {**cfg, "ATTEND_WAVES_FEW": cfg["ATTEND_WAVES"]}
     for name, value in {**DEFAULTS, **cfg}.items():
-        setattr(MODULE.get(name, sp), name, value)
+        setattr(sp, name, value)
 
 
 def sweep_step(B, S, Hkv, gen, res, with_score, with_attend, with_merge):

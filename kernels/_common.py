@@ -8,11 +8,6 @@ import torch
 import triton
 import triton.language as tl
 
-try:  # griddepcontrol (sm_90 and later), in triton >= 3.4
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # pragma: no cover - an older triton: no programmatic dependent launch
-    gdc_launch_dependents = gdc_wait = None
-
 LOG2E = 1.4426950408889634
 
 # The Triton interpreter (CPU) computes tl.dot on bfloat16 operands wrongly (seen with
@@ -41,37 +36,6 @@ def device_sms(device_index=0) -> int | None:
 def num_sms(device_index=0) -> int:
     # without a GPU the interpreter runs programs one after another: keep grids small
     return (torch.cuda.is_available() and device_sms(device_index)) or 8
-
-
-# Programmatic dependent launch (Hopper and later). Every kernel of a step begins with
-# pdl_wait: its programs wait until the kernel before them has finished and its writes are
-# visible, then let the next kernel launch. A kernel other than a step's first is launched
-# with the launch_pdl attribute, so the GPU may launch it, and place its programs, while the
-# kernel before it still runs: the gap between dependent launches is hidden. A step's first
-# kernel is launched as usual (the kernel before it, a projection say, may not signal).
-PDL = os.environ.get("SPARQ_PERF_PDL", "1") != "0"  # False: every launch as usual (tuning)
-
-
-@functools.lru_cache(maxsize=None)
-def _pdl_capable(device_index=0) -> bool:
-    return (gdc_wait is not None and not INTERPRET and torch.cuda.is_available()
-            and torch.cuda.get_device_capability(device_index)[0] >= 9)
-
-
-def pdl_args(first: bool = False) -> dict:
-    """Launch keywords of a kernel taking the PDL constexpr: PDL (its programs wait for the
-    kernel before and then release the next) and launch_pdl (unless it is a step's first)."""
-    on = PDL and _pdl_capable()
-    return dict(PDL=on, launch_pdl=on and not first)
-
-
-@triton.jit
-def pdl_wait(PDL: tl.constexpr):
-    """Wait for the kernel launched before this one (its writes visible), then let the next
-    kernel launch. Without the launch_pdl attribute the wait returns at once."""
-    if PDL:
-        gdc_wait()
-        gdc_launch_dependents()
 
 
 def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0) -> int:
@@ -132,10 +96,8 @@ def merge_kernel(
     D: tl.constexpr, DP: tl.constexpr,
     SP: tl.constexpr,  # splits rounded up to a power of two (bucketed: no per-token recompilation)
     MIX: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     """One program per (sequence, query head): merge_row. Reads n_splits*(D+3)*4 bytes, writes D*e."""
-    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     b = pid // HQ
     hq = pid % HQ
@@ -179,7 +141,7 @@ def launch_merge(o_part, m_part, l_part, a_part, v_bar, out, n_splits, mix):
     merge_kernel[(B * Hq,)](
         o_part, m_part, l_part, a_part if a_part is not None else m_part, v_bar, out, n_splits,
         *merge_args(v_bar, out), Hq, Hq // Hkv, D=d, DP=triton.next_power_of_2(d), SP=pow2_bucket(n_splits), MIX=mix,
-        num_warps=4, **pdl_args(),
+        num_warps=4,
     )
 
 

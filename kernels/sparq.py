@@ -15,19 +15,19 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
              The last l positions get +inf (forced into the top k). The final scores at
              every stride-th position also go to a contiguous sample per row, which the
              selection's threshold reads.
-sparq_select exact top-k in three launches, for any number of rows and lengths:
+sparq_select exact top-k in two launches, for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
-             but for a vanishing fraction of rows); a filter over (rows, tiles of S)
+             but for a vanishing fraction of rows); a filter over (rows x tiles of S)
              appending the keys at or above it and their positions (the candidates: 1.3-1.9 k
-             at k = S/16) through a per-row atomic counter; a pick, one program per row,
-             finding the k-th largest candidate a few bits at a time over the bits in which
-             they differ (a histogram of the next RADIX_BITS bits a round), then writing the positions above it
-             and as many of its ties as needed. The candidates are held in registers
-             where they fit the pick's slots (their expected count + 3 sigma), else read
-             from memory a tile at a time. A row whose candidates are fewer than k or do
-             not fit their room is searched whole from memory instead: slow, never wrong.
-             Exactly k positions, unsorted.
+             at k = S/16) through a per-row atomic counter, whose last program of each row
+             (a ticket per row) then picks: finds the k-th largest candidate by bisection
+             over the bits in which they differ (two bits per block reduction), then writes
+             the positions above it and as many of its ties as needed. The candidates are
+             held in registers where they fit the pick's slots (their expected count + 3
+             sigma), else read from memory a tile at a time. A row whose candidates are
+             fewer than k or do not fit their room is searched whole from memory instead:
+             slow, never wrong. Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
-                      n_splits_for, num_sms, pdl_args, pdl_wait, pow2_bucket)
+                      n_splits_for, num_sms, pow2_bucket)
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 from sparq_perf.cost.attention import SparqImpl
@@ -152,10 +152,9 @@ def _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G: tl.constexpr, G
 
 @triton.jit
 def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                 DP: tl.constexpr, RP: tl.constexpr, PDL: tl.constexpr):
+                 DP: tl.constexpr, RP: tl.constexpr):
     """Grid (B*H_kv,): steps 1-2 once per KV head, for every score program and for attend:
     I1 [rows, RP], q masked to its top-r components (QM) and 1/tau per query head."""
-    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     b = pid // HKV
     h = pid % HKV
@@ -186,9 +185,7 @@ def _score_kernel(
     TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
     FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
     UPCAST: tl.constexpr,
-    PDL: tl.constexpr,
 ):
-    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     chunk_id = tl.program_id(1)
     b = pid // HKV
@@ -308,36 +305,10 @@ def _narrow(t, kk, lo, hi, both, n_lo, n_hi, n_both):
 
 
 @triton.jit
-def _kth_largest(key, valid, kk, base, nbits, BITS: tl.constexpr):
-    """Largest t with #(valid keys >= t) >= kk, given that every valid key shares base's bits
-    above the lowest nbits (base has those nbits clear; invalid keys are 0). BITS = 0: two bits
-    a round, by three counts in one block reduction; else BITS (>= 5) a round, by a histogram
-    of the next BITS bits of the keys that share t's bits so far: ceil(nbits / BITS) rounds."""
-    if BITS == 0:
-        t = _kth_largest_2bit(key, kk, base, nbits)
-    else:
-        NB: tl.constexpr = 1 << BITS
-        bins = tl.arange(0, NB)
-        t = base
-        above = tl.zeros([], tl.int32)  # keys above t's bits so far
-        for j in range((nbits + BITS - 1) // BITS):
-            hi = nbits - j * BITS  # t's bits at and above hi are fixed
-            sh = tl.maximum(hi - BITS, 0)
-            hs = tl.minimum(hi, 31).to(tl.uint32)
-            match = valid & ((hi >= 32) | ((key >> hs) == (t >> hs)))
-            digit = (key >> sh.to(tl.uint32)) & ((_bit(hi - sh) - 1))
-            h = tl.histogram(digit.to(tl.int32), NB, mask=match)
-            ge = tl.cumsum(h, 0, reverse=True)  # matching keys whose digit is >= the bin's
-            b = tl.max(tl.where(above + ge >= kk, bins, 0), 0)
-            above += tl.sum(tl.where(bins > b, h, 0), 0)
-            t = t | (b.to(tl.uint32) << sh.to(tl.uint32))
-    return t
-
-
-@triton.jit
-def _kth_largest_2bit(key, kk, base, nbits):
-    """_kth_largest two bits a round: three counts in one block reduction, so ceil(nbits / 2)
-    reductions wait on each other."""
+def _kth_largest(key, kk, base, nbits):
+    """Largest t with #(key >= t) >= kk, given that every key counted shares base's bits
+    above the lowest nbits (base has those nbits clear). Two bits per round: three counts
+    in one block reduction, so ceil(nbits / 2) reductions wait on each other."""
     t = base
     for j in range(nbits // 2):
         lo = t | _bit(nbits - 2 - 2 * j)
@@ -359,30 +330,34 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr, BITS: tl.constexpr,
-                      PDL: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
     cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
-    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
-    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, in_sample, rank, tl.zeros([], tl.uint32), 16, BITS) << 16
+    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
     tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    """Grid (rows, tiles of S): appends the keys of one tile at or above the row's threshold,
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, DONE, IDX, S, k, cap, slots, n_tiles,
+                   BLOCK: tl.constexpr, PICK: tl.constexpr, CAPB: tl.constexpr, TILE: tl.constexpr,
+                   ONESHOT: tl.constexpr):
+    """Grid (rows * tiles of S,): appends the keys of one tile at or above the row's threshold,
     with their positions, to the row's candidates through the row's atomic counter (which
-    counts past cap too)."""
-    pdl_wait(PDL)
-    row = tl.program_id(0).to(tl.int64)
+    counts past cap too). PICK: then each program takes a ticket from the row's DONE counter
+    (acq_rel, after a barrier: the CTA's appends are ordered before it), and the one that
+    draws the last picks the row's k positions (_pick_row, reading the candidates from L2)
+    and resets DONE. A row's tiles run together (tiles vary fastest in the grid), so its
+    pick overlaps the filtering of the rows after it."""
+    pid = tl.program_id(0)
+    row = (pid // n_tiles).to(tl.int64)
     t_lo = tl.load(THRESH + row).to(tl.uint32, bitcast=True)
-    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    pos = (pid % n_tiles) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
     take = valid & (key >= t_lo)
@@ -392,6 +367,12 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexp
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
+    if PICK:
+        tl.debug_barrier()  # every thread's appends are issued before the ticket is taken
+        ticket = tl.atomic_add(DONE + row, 1, sem="acq_rel")
+        if ticket == n_tiles - 1:
+            tl.store(DONE + row, 0)
+            _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, row, S, k, cap, slots, CAPB, TILE, ONESHOT, ".cg")
 
 
 @triton.jit
@@ -414,21 +395,21 @@ def _add2(a0, b0, a1, b1):
 
 @triton.jit
 def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
-                          BITS: tl.constexpr):
+                          CM: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
     tile of candidates at a time, read again."""
     offs = tl.arange(0, CAPB)
     m = offs < c
-    key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
+    key = tl.load(CKEY + offs, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
     if ONESHOT:
-        pos = tl.load(CPOS + offs, mask=m, other=0)
+        pos = tl.load(CPOS + offs, mask=m, other=0, cache_modifier=CM)
     lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth_largest(key, m, k, base, nbits, BITS)
+    t = _kth_largest(key, k, base, nbits)
     gt = m & (key > t)
     n_gt = tl.sum(gt.to(tl.int32), 0)
     if ONESHOT:
@@ -446,24 +427,24 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
         for i0 in range(0, c, TILE):
             i = i0 + toffs
             tm = i < c
-            tkey = tl.load(CKEY + i, mask=tm, other=0).to(tl.uint32, bitcast=True)
-            tpos = tl.load(CPOS + i, mask=tm, other=0)
+            tkey = tl.load(CKEY + i, mask=tm, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
+            tpos = tl.load(CPOS + i, mask=tm, other=0, cache_modifier=CM)
             w_gt, w_eq = _emit(dst, tkey, tpos, tm, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _tile_keys(SRC, i, m, SCORES: tl.constexpr):
+def _tile_keys(SRC, i, m, SCORES: tl.constexpr, CM: tl.constexpr):
     """Order keys of a tile of scores (SCORES) or of candidates' keys; 0 where masked out,
     below every bisection probe."""
     if SCORES:
-        key = _order_key(tl.load(SRC + i, mask=m, other=0.0))
+        key = _order_key(tl.load(SRC + i, mask=m, other=0.0, cache_modifier=CM))
     else:
-        key = tl.load(SRC + i, mask=m, other=0).to(tl.uint32, bitcast=True)
+        key = tl.load(SRC + i, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
     return tl.where(m, key, 0)
 
 
 @triton.jit
-def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
+def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, CM: tl.constexpr):
     """The exact top k of n keys read from memory a tile at a time: a row of scores
     (SCORES: the positions are the indices) or candidates with their positions at POS.
     Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
@@ -479,13 +460,13 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
         n_both = tl.zeros([], tl.int32)
         for i0 in range(0, n, TILE):
             i = i0 + offs
-            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES), lo, hi, lo | hi)
+            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES, CM), lo, hi, lo | hi)
             n_lo, n_hi, n_both = n_lo + a, n_hi + b, n_both + c
         t = _narrow(t, k, lo, hi, lo | hi, n_lo, n_hi, n_both)
     n_gt = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
         i = i0 + offs
-        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES) > t).to(tl.int32), 0)
+        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES, CM) > t).to(tl.int32), 0)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
@@ -494,31 +475,36 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
         if SCORES:
             pos = i
         else:
-            pos = tl.load(POS + i, mask=m, other=0)
-        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES), pos, m, t, n_gt, k, w_gt, w_eq)
+            pos = tl.load(POS + i, mask=m, other=0, cache_modifier=CM)
+        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES, CM), pos, m, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
-                 BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr, BITS: tl.constexpr, PDL: tl.constexpr):
-    """Grid (rows,). The k-th largest key is among the row's candidates when they number
-    at least k (all keys at or above the threshold): picked from them in registers where
-    they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A sample
-    that missed (fewer than k), or more candidates than their room (cap), and the whole
-    row is searched from memory instead: slow, never wrong. Resets the row's counter for
-    the next call."""
-    pdl_wait(PDL)
-    row = tl.program_id(0).to(tl.int64)
-    c = tl.load(COUNT + row)
+def _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, row, S, k, cap, slots, CAPB: tl.constexpr,
+              BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
+              ONESHOT: tl.constexpr, CM: tl.constexpr):
+    """One row's k positions. The k-th largest key is among the row's candidates when they
+    number at least k (all keys at or above the threshold): picked from them in registers
+    where they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A
+    sample that missed (fewer than k), or more candidates than their room (cap), and the
+    whole row is searched from memory instead: slow, never wrong. Resets the row's counter
+    for the next call. CM: the loads' cache modifier (".cg" where this launch wrote them)."""
+    c = tl.load(COUNT + row, cache_modifier=CM)
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= slots):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT, BITS)
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT, CM)
     elif (c >= k) & (c <= cap):
-        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False)
+        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False, CM)
     else:
-        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
+        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True, CM)
+
+
+@triton.jit
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr, BLOCK: tl.constexpr,
+                 ONESHOT: tl.constexpr):
+    """Grid (rows,): _pick_row after a filter launch of its own (PICK_IN_FILTER False)."""
+    _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, tl.program_id(0).to(tl.int64), S, k, cap, slots, CAPB, BLOCK, ONESHOT, "")
 
 
 @triton.jit
@@ -534,9 +520,7 @@ def _attend_kernel(
     MIX: tl.constexpr,  # compute alpha (step 6) for the v_bar mixing
     FUSED: tl.constexpr,  # the last split program of each KV head merges (fused_merge)
     UPCAST: tl.constexpr,
-    PDL: tl.constexpr,
 ):
-    pdl_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     b = pid // HKV
@@ -674,23 +658,25 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     )
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"},
-                                          **pdl_args(first=True))
+                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta)
-    first = pdl_args(first=not state.topr_kernel)  # the step's first kernel, unless the top-r launch is
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common, **first)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
     else:
-        _score_kernel[grid](*args, PASS=1, FMA=False, **common, **first)
-        _score_kernel[grid](*args, PASS=2, FMA=False, **common, **pdl_args())
+        _score_kernel[grid](*args, PASS=1, FMA=False, **common)
+        _score_kernel[grid](*args, PASS=2, FMA=False, **common)
     return state.scores
 
 
 SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
-FILTER_BLOCK = 2048  # keys per program of the filter pass
+FILTER_BLOCK = 2048  # keys per program of the filter pass (at least; filter_block)
+FILTER_KEYS_PER_THREAD = 8  # ... and at least this many per thread where it runs the pick's warps
+# the filter's last program of each row picks its k positions (one launch fewer, and a row's
+# pick overlaps the filtering of later rows); False: a pick launch of its own (tuning)
+PICK_IN_FILTER = True
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 # ... but this many where the rows are at most one per SM and the pick then keeps to
@@ -714,9 +700,6 @@ PICK_ONESHOT_ROWS_PER_SM = 2
 # standard deviations of it (a row with more, up to the cap, is picked from memory a tile
 # at a time); SAMPLE_SIGMAS: as many as the cap, none ever from memory
 PICK_SLOT_SIGMAS = 3.0
-# the threshold's and the pick's k-th largest key: RADIX_BITS bits a round by a histogram
-# (a power-of-two bin count of at least a warp's 32 threads), or 0: two bits a round by counts
-RADIX_BITS = 5
 
 
 def sample_size(S: int) -> int:
@@ -745,8 +728,8 @@ def _pow2_room(S: int, k: int, n: int, sigmas: float) -> int:
 
 class FilterWorkspace:
     """Scratch of the selection for `rows` rows of S scores and a given k: each row's
-    threshold, its candidates (order keys and positions) and its counter, zeroed here and
-    reset by the pick kernel (graph safe: no memset per call)."""
+    threshold, its candidates (order keys and positions), its counter and the filter's
+    tickets, zeroed here and reset by the program that picks (graph safe: no memset per call)."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
@@ -755,11 +738,11 @@ class FilterWorkspace:
         self.rank = sample_rank(S, k, self.n_sample)
         self.cap = candidate_cap(S, k, self.n_sample)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample))
-        self.block = FILTER_BLOCK
         self.thresh = torch.empty(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
+        self.done = torch.zeros(rows, dtype=torch.int32, device=device)  # the filter's tickets, reset by the picker
         self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
 
 
@@ -783,16 +766,36 @@ def _one_scan_warps(warps: int) -> bool:
 
 
 def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
-    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold.
-    sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
+    """The threshold and filter passes alone: ws.count[row] = keys at or above the row's
+    threshold. sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
+    _threshold(scores, ws, sampled)
+    _filter(scores, ws)
+    return ws.count
+
+
+def _threshold(scores, ws: FilterWorkspace, sampled):
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns, BITS=RADIX_BITS,
-                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16), **pdl_args())
-    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
-                                                       BLOCK=ws.block, num_warps=4, **pdl_args())
-    return ws.count
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
+                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
+
+
+def filter_block(warps: int) -> int:
+    """Scores per filter program: FILTER_BLOCK, or FILTER_KEYS_PER_THREAD per thread if more."""
+    return max(FILTER_BLOCK, warps * 32 * FILTER_KEYS_PER_THREAD)
+
+
+def _filter(scores, ws: FilterWorkspace, out=None, pick=None, warps=4):
+    """The filter launch; with out and pick (the pick's CAPB, ONESHOT) its last program of
+    each row also writes the row's k positions to out."""
+    rows = ws.count.numel()
+    block = filter_block(warps) if out is not None else FILTER_BLOCK
+    n_tiles = triton.cdiv(ws.S, block)
+    pick = pick or dict(CAPB=16, ONESHOT=False)
+    _filter_kernel[(rows * n_tiles,)](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.done,
+                                      ws.count if out is None else out, ws.S, ws.k, ws.cap, ws.slots, n_tiles,
+                                      BLOCK=block, PICK=out is not None, TILE=PICK_TILE, **pick, num_warps=warps)
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
@@ -811,12 +814,16 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    filter_candidates(scores, ws, sampled)
+    _threshold(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
-    oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
-                          ONESHOT=oneshot, BITS=RADIX_BITS, num_warps=warps, **pdl_args())
+    pick = dict(CAPB=capb, ONESHOT=_one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
+    if PICK_IN_FILTER:
+        _filter(scores, ws, out, pick, warps)
+    else:
+        _filter(scores, ws)
+        _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, BLOCK=PICK_TILE, **pick,
+                              num_warps=warps)
     return out
 
 
@@ -839,7 +846,6 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
         FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
-        **pdl_args(),
     )
     if not fused:
         launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits,

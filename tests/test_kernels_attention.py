@@ -155,12 +155,13 @@ def test_phases_run_alone_and_repeat():
     assert cache.length == 257
 
 
-@pytest.mark.skipif(DEV != "cuda", reason="CUDA graphs (and launches that overlap their predecessor) need a GPU")
+@pytest.mark.skipif(DEV != "cuda", reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("Hkv", [8, 2])
 def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):
-    """Rounds of SparQ and dense steps over two inputs, captured in one CUDA graph (each
-    kernel after a step's first launched to overlap the one before it, where the GPU allows)
-    and replayed, give what eager calls gave: the same chosen positions, the same outputs."""
+    """Rounds of SparQ and dense steps over two inputs, captured in one CUDA graph and
+    replayed, give what eager calls gave: the same chosen positions, the same outputs (the
+    counters that the kernels reset for the next call, the filter's tickets among them,
+    work across replays)."""
     sets = [make(4, 8, Hkv, 5000, 128, torch.bfloat16) for _ in range(2)]
     sparq = [phase_runners("sparq", q, cache, r=16, k=400, l=4, with_append=False) for q, _, _, cache in sets]
     dense = [phase_runners("dense", q, cache, with_append=False) for q, _, _, cache in sets]
@@ -187,8 +188,12 @@ def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):
     torch.cuda.synchronize()
     for x, want in zip(sparq, chosen):
         assert torch.equal(x.state.idx.sort(-1).values, want)
-    for x, want in zip(sparq + dense, eager):
-        assert rel_err(x.state.out, want) < 1e-3  # the same sums, maybe in another order
+    for x, want in zip(dense, eager[len(sparq):]):
+        assert torch.equal(x.state.out, want)  # the same sums in the same order
+    for x, want in zip(sparq, eager):
+        # the same rows, gathered in another order (the filter's atomics): the splits' sums
+        # and the probabilities rounded to bf16 before P.V differ by rounding, ~2e-3
+        assert rel_err(x.state.out, want) < TOL[torch.bfloat16]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -228,6 +233,7 @@ def test_score_loads_stop_at_s_rounded_up_only_where_the_rows_have_room():
 def test_cost_model_sizes_the_selection_as_the_kernels_do():
     """The cost model's sample and candidates are the kernels' (one plan, the same constants)."""
     from sparq_perf import select_plan
+    from sparq_perf.cost.attention import SparqImpl
     from sparq_perf.kernels import sparq as sparq_kernels
 
     assert (sparq_kernels.SAMPLE_MIN, sparq_kernels.SAMPLE_MAX, sparq_kernels.SAMPLE_STRIDE, sparq_kernels.SAMPLE_SIGMAS) == (
@@ -237,6 +243,8 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.n_sample == select_plan.sample_size(S)
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
         assert ws.cap >= select_plan.candidates(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
+    # the launches it counts: the threshold and the filter, which picks too (or a pick launch)
+    assert SparqImpl().select_launches == (2 if sparq_kernels.PICK_IN_FILTER else 3)
 
 @pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
 def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l):

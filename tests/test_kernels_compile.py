@@ -1,9 +1,8 @@
-"""The selection, score and split attention kernels compile for Hopper (sm_90) without a GPU.
+"""The selection (the filter with its pick), score and split attention kernels compile for Hopper (sm_90) without a GPU.
 
 The interpreter runs a kernel as Python, so it accepts code the compiler refuses (a name
 given different types in the two branches of an `if`, say); compiling here catches that
-before a GPU is at hand. It also checks that nothing spills to local memory, and that each
-kernel's programmatic-dependent-launch wait (griddepcontrol) compiles in. Runs in a
+before a GPU is at hand. It also checks that nothing spills to local memory. Runs in a
 child process: the other kernel tests load the package under the interpreter.
 """
 import json
@@ -29,12 +28,14 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "NS": "constexpr", "BITS": "constexpr"}, {"NS": 8192, "BITS": sp.RADIX_BITS}, 16),
-    ("_filter_kernel", {"SCORES": "*fp32", "THRESH": I32, "CKEY": I32, "CPOS": I32, "COUNT": I32, "S": "i32",
-                        "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
+                           "NS": "constexpr"}, {"NS": 8192}, 16),
+    ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "DONE", "IDX"), I32),
+                        **dict.fromkeys(("S", "k", "cap", "slots", "n_tiles"), "i32"),
+                        **dict.fromkeys(("BLOCK", "PICK", "CAPB", "TILE", "ONESHOT"), "constexpr")},
+     {"BLOCK": 2048, "PICK": True, "CAPB": 4096, "TILE": 1024, "ONESHOT": True}, 4),  # with the pick
     ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "IDX": I32, "S": "i32", "k": "i32",
-                      "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "BITS"), "constexpr")},
-     {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True, "BITS": sp.RADIX_BITS}, 4),
+                      "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
+     {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True}, 4),
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
                       "HKV": "i32", **dict.fromkeys(("G", "GP", "D", "DP", "RP"), "constexpr")},
      {"G": 4, "GP": 16, "D": 128, "DP": 128, "RP": 16}, 4),
@@ -60,7 +61,6 @@ CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128
 out = {}
 for name, sig, consts, warps in CASES:
     fn = getattr(dn if name.startswith("_dense") else sp, name)
-    sig, consts = {**sig, "PDL": "constexpr"}, {**consts, "PDL": True}  # griddepcontrol compiled in
     sig = {n: t for n, t in sig.items() if n in fn.arg_names}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
@@ -72,8 +72,7 @@ for name, sig, consts, warps in CASES:
         continue
     ptx = k.asm["ptx"]
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "")
-    out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
-                 else "no griddepcontrol" if "griddepcontrol.wait" not in ptx else "ok")
+    out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
 print(json.dumps(out))
 '''
 

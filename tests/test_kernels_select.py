@@ -31,9 +31,7 @@ def select_path(request, monkeypatch):
     an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
     tile at a time; the candidates picked from memory a tile at a time (more than the pick's
     register slots); and forced into the whole-row fallback by a threshold above the k-th
-    largest or by more candidates than their room holds. The k-th largest key is found by
-    histograms of RADIX_BITS bits a round (the default; 6 where the sample missed) or, with
-    small tiles, by two bits a round (RADIX_BITS = 0)."""
+    largest or by more candidates than their room holds."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -41,10 +39,8 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
         monkeypatch.setattr(sparq_module, "PICK_ONESHOT_MAX_WARPS", None)  # writes a tile at a time
-        monkeypatch.setattr(sparq_module, "RADIX_BITS", 0)
     if p == "sample-missed":
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
-        monkeypatch.setattr(sparq_module, "RADIX_BITS", 6)
     if p == "overflow":
         monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n: k)
     if p == "beyond-slots":
