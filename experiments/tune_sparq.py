@@ -35,7 +35,7 @@ SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"PICK_IN_FILTER": False}, {"FILTER_BLOCK": 4096}, {"FILTER_KEYS_PER_THREAD": 16}]
+SELECT_VARIANTS = [{}, {"PICK_KEYS_PER_THREAD": 16}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always

@@ -15,19 +15,19 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
              The last l positions get +inf (forced into the top k). The final scores at
              every stride-th position also go to a contiguous sample per row, which the
              selection's threshold reads.
-sparq_select exact top-k in two launches, for any number of rows and lengths:
+sparq_select exact top-k in three launches, for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
-             but for a vanishing fraction of rows); a filter over (rows x tiles of S)
+             but for a vanishing fraction of rows); a filter over (rows, tiles of S)
              appending the keys at or above it and their positions (the candidates: 1.3-1.9 k
-             at k = S/16) through a per-row atomic counter, whose last program of each row
-             (a ticket per row) then picks: finds the k-th largest candidate by bisection
-             over the bits in which they differ (two bits per block reduction), then writes
-             the positions above it and as many of its ties as needed. The candidates are
-             held in registers where they fit the pick's slots (their expected count + 3
-             sigma), else read from memory a tile at a time. A row whose candidates are
-             fewer than k or do not fit their room is searched whole from memory instead:
-             slow, never wrong. Exactly k positions, unsorted.
+             at k = S/16) through a per-row atomic counter; a pick, one program per row,
+             finding the k-th largest candidate by bisection over the bits in which they
+             differ (two bits per block reduction), then writing the positions above it
+             and as many of its ties as needed. The candidates are held in registers
+             where they fit the pick's slots (their expected count + 3 sigma), else read
+             from memory a tile at a time. A row whose candidates are fewer than k or do
+             not fit their room is searched whole from memory instead: slow, never wrong.
+             Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
@@ -344,20 +344,13 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, DONE, IDX, S, k, cap, slots, n_tiles,
-                   BLOCK: tl.constexpr, PICK: tl.constexpr, CAPB: tl.constexpr, TILE: tl.constexpr,
-                   ONESHOT: tl.constexpr):
-    """Grid (rows * tiles of S,): appends the keys of one tile at or above the row's threshold,
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr):
+    """Grid (rows, tiles of S): appends the keys of one tile at or above the row's threshold,
     with their positions, to the row's candidates through the row's atomic counter (which
-    counts past cap too). PICK: then each program takes a ticket from the row's DONE counter
-    (acq_rel, after a barrier: the CTA's appends are ordered before it), and the one that
-    draws the last picks the row's k positions (_pick_row, reading the candidates from L2)
-    and resets DONE. A row's tiles run together (tiles vary fastest in the grid), so its
-    pick overlaps the filtering of the rows after it."""
-    pid = tl.program_id(0)
-    row = (pid // n_tiles).to(tl.int64)
+    counts past cap too)."""
+    row = tl.program_id(0).to(tl.int64)
     t_lo = tl.load(THRESH + row).to(tl.uint32, bitcast=True)
-    pos = (pid % n_tiles) * BLOCK + tl.arange(0, BLOCK)
+    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
     take = valid & (key >= t_lo)
@@ -367,12 +360,6 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, DONE, IDX, S, k, cap, slot
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
-    if PICK:
-        tl.debug_barrier()  # every thread's appends are issued before the ticket is taken
-        ticket = tl.atomic_add(DONE + row, 1, sem="acq_rel")
-        if ticket == n_tiles - 1:
-            tl.store(DONE + row, 0)
-            _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, row, S, k, cap, slots, CAPB, TILE, ONESHOT, ".cg")
 
 
 @triton.jit
@@ -394,17 +381,16 @@ def _add2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
-                          CM: tl.constexpr):
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
     tile of candidates at a time, read again."""
     offs = tl.arange(0, CAPB)
     m = offs < c
-    key = tl.load(CKEY + offs, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
+    key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
     if ONESHOT:
-        pos = tl.load(CPOS + offs, mask=m, other=0, cache_modifier=CM)
+        pos = tl.load(CPOS + offs, mask=m, other=0)
     lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
@@ -427,24 +413,24 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
         for i0 in range(0, c, TILE):
             i = i0 + toffs
             tm = i < c
-            tkey = tl.load(CKEY + i, mask=tm, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
-            tpos = tl.load(CPOS + i, mask=tm, other=0, cache_modifier=CM)
+            tkey = tl.load(CKEY + i, mask=tm, other=0).to(tl.uint32, bitcast=True)
+            tpos = tl.load(CPOS + i, mask=tm, other=0)
             w_gt, w_eq = _emit(dst, tkey, tpos, tm, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _tile_keys(SRC, i, m, SCORES: tl.constexpr, CM: tl.constexpr):
+def _tile_keys(SRC, i, m, SCORES: tl.constexpr):
     """Order keys of a tile of scores (SCORES) or of candidates' keys; 0 where masked out,
     below every bisection probe."""
     if SCORES:
-        key = _order_key(tl.load(SRC + i, mask=m, other=0.0, cache_modifier=CM))
+        key = _order_key(tl.load(SRC + i, mask=m, other=0.0))
     else:
-        key = tl.load(SRC + i, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
+        key = tl.load(SRC + i, mask=m, other=0).to(tl.uint32, bitcast=True)
     return tl.where(m, key, 0)
 
 
 @triton.jit
-def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, CM: tl.constexpr):
+def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
     """The exact top k of n keys read from memory a tile at a time: a row of scores
     (SCORES: the positions are the indices) or candidates with their positions at POS.
     Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
@@ -460,13 +446,13 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, C
         n_both = tl.zeros([], tl.int32)
         for i0 in range(0, n, TILE):
             i = i0 + offs
-            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES, CM), lo, hi, lo | hi)
+            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES), lo, hi, lo | hi)
             n_lo, n_hi, n_both = n_lo + a, n_hi + b, n_both + c
         t = _narrow(t, k, lo, hi, lo | hi, n_lo, n_hi, n_both)
     n_gt = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
         i = i0 + offs
-        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES, CM) > t).to(tl.int32), 0)
+        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES) > t).to(tl.int32), 0)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
@@ -475,36 +461,30 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, C
         if SCORES:
             pos = i
         else:
-            pos = tl.load(POS + i, mask=m, other=0, cache_modifier=CM)
-        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES, CM), pos, m, t, n_gt, k, w_gt, w_eq)
+            pos = tl.load(POS + i, mask=m, other=0)
+        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES), pos, m, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, row, S, k, cap, slots, CAPB: tl.constexpr,
-              BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-              ONESHOT: tl.constexpr, CM: tl.constexpr):
-    """One row's k positions. The k-th largest key is among the row's candidates when they
-    number at least k (all keys at or above the threshold): picked from them in registers
-    where they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A
-    sample that missed (fewer than k), or more candidates than their room (cap), and the
-    whole row is searched from memory instead: slow, never wrong. Resets the row's counter
-    for the next call. CM: the loads' cache modifier (".cg" where this launch wrote them)."""
-    c = tl.load(COUNT + row, cache_modifier=CM)
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
+                 BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
+                 ONESHOT: tl.constexpr):
+    """Grid (rows,). The k-th largest key is among the row's candidates when they number
+    at least k (all keys at or above the threshold): picked from them in registers where
+    they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A sample
+    that missed (fewer than k), or more candidates than their room (cap), and the whole
+    row is searched from memory instead: slow, never wrong. Resets the row's counter for
+    the next call."""
+    row = tl.program_id(0).to(tl.int64)
+    c = tl.load(COUNT + row)
     tl.debug_barrier()  # every warp has read the count before one thread clears it
     tl.store(COUNT + row, 0)
     if (c >= k) & (c <= slots):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT, CM)
+        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT)
     elif (c >= k) & (c <= cap):
-        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False, CM)
+        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False)
     else:
-        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True, CM)
-
-
-@triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr, BLOCK: tl.constexpr,
-                 ONESHOT: tl.constexpr):
-    """Grid (rows,): _pick_row after a filter launch of its own (PICK_IN_FILTER False)."""
-    _pick_row(SCORES, CKEY, CPOS, COUNT, IDX, tl.program_id(0).to(tl.int64), S, k, cap, slots, CAPB, BLOCK, ONESHOT, "")
+        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -672,11 +652,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
 SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
-FILTER_BLOCK = 2048  # keys per program of the filter pass (at least; filter_block)
-FILTER_KEYS_PER_THREAD = 8  # ... and at least this many per thread where it runs the pick's warps
-# the filter's last program of each row picks its k positions (one launch fewer, and a row's
-# pick overlaps the filtering of later rows); False: a pick launch of its own (tuning)
-PICK_IN_FILTER = True
+FILTER_BLOCK = 2048  # keys per program of the filter pass
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 # ... but this many where the rows are at most one per SM and the pick then keeps to
@@ -728,8 +704,8 @@ def _pow2_room(S: int, k: int, n: int, sigmas: float) -> int:
 
 class FilterWorkspace:
     """Scratch of the selection for `rows` rows of S scores and a given k: each row's
-    threshold, its candidates (order keys and positions), its counter and the filter's
-    tickets, zeroed here and reset by the program that picks (graph safe: no memset per call)."""
+    threshold, its candidates (order keys and positions) and its counter, zeroed here and
+    reset by the pick kernel (graph safe: no memset per call)."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
@@ -738,11 +714,11 @@ class FilterWorkspace:
         self.rank = sample_rank(S, k, self.n_sample)
         self.cap = candidate_cap(S, k, self.n_sample)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample))
+        self.block = FILTER_BLOCK
         self.thresh = torch.empty(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
-        self.done = torch.zeros(rows, dtype=torch.int32, device=device)  # the filter's tickets, reset by the picker
         self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
 
 
@@ -766,36 +742,16 @@ def _one_scan_warps(warps: int) -> bool:
 
 
 def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
-    """The threshold and filter passes alone: ws.count[row] = keys at or above the row's
-    threshold. sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
-    _threshold(scores, ws, sampled)
-    _filter(scores, ws)
-    return ws.count
-
-
-def _threshold(scores, ws: FilterWorkspace, sampled):
+    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold.
+    sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
     rows = ws.count.numel()
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
-
-
-def filter_block(warps: int) -> int:
-    """Scores per filter program: FILTER_BLOCK, or FILTER_KEYS_PER_THREAD per thread if more."""
-    return max(FILTER_BLOCK, warps * 32 * FILTER_KEYS_PER_THREAD)
-
-
-def _filter(scores, ws: FilterWorkspace, out=None, pick=None, warps=4):
-    """The filter launch; with out and pick (the pick's CAPB, ONESHOT) its last program of
-    each row also writes the row's k positions to out."""
-    rows = ws.count.numel()
-    block = filter_block(warps) if out is not None else FILTER_BLOCK
-    n_tiles = triton.cdiv(ws.S, block)
-    pick = pick or dict(CAPB=16, ONESHOT=False)
-    _filter_kernel[(rows * n_tiles,)](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.done,
-                                      ws.count if out is None else out, ws.S, ws.k, ws.cap, ws.slots, n_tiles,
-                                      BLOCK=block, PICK=out is not None, TILE=PICK_TILE, **pick, num_warps=warps)
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
+                                                       BLOCK=ws.block, num_warps=4)
+    return ws.count
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
@@ -814,16 +770,12 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    _threshold(scores, ws, sampled)
+    filter_candidates(scores, ws, sampled)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
-    pick = dict(CAPB=capb, ONESHOT=_one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms())
-    if PICK_IN_FILTER:
-        _filter(scores, ws, out, pick, warps)
-    else:
-        _filter(scores, ws)
-        _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, BLOCK=PICK_TILE, **pick,
-                              num_warps=warps)
+    oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
+                          ONESHOT=oneshot, num_warps=warps)
     return out
 
 

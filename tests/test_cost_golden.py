@@ -103,7 +103,7 @@ def test_sparq_phase_bytes_by_hand():
     sel = ours[P.SPARQ_SELECT]
     assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 12}
     assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 4}
-    assert sel.launches == 2  # the threshold; the filter, whose last program of each row picks
+    assert sel.launches == 3
     # a sample read from the scores costs a 32-byte sector per key
     apart = attention_costs("sparq", w, SparqImpl(sample_in_score=False))
     assert apart[P.SPARQ_SELECT].reads["sample"] == n * 256 * 32 and "sample" not in apart[P.SPARQ_SCORE].writes

@@ -1,4 +1,4 @@
-"""The selection (the filter with its pick), score and split attention kernels compile for Hopper (sm_90) without a GPU.
+"""The selection, score and split attention kernels compile for Hopper (sm_90) without a GPU.
 
 The interpreter runs a kernel as Python, so it accepts code the compiler refuses (a name
 given different types in the two branches of an `if`, say); compiling here catches that
@@ -29,10 +29,8 @@ I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
                            "NS": "constexpr"}, {"NS": 8192}, 16),
-    ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "DONE", "IDX"), I32),
-                        **dict.fromkeys(("S", "k", "cap", "slots", "n_tiles"), "i32"),
-                        **dict.fromkeys(("BLOCK", "PICK", "CAPB", "TILE", "ONESHOT"), "constexpr")},
-     {"BLOCK": 2048, "PICK": True, "CAPB": 4096, "TILE": 1024, "ONESHOT": True}, 4),  # with the pick
+    ("_filter_kernel", {"SCORES": "*fp32", "THRESH": I32, "CKEY": I32, "CPOS": I32, "COUNT": I32, "S": "i32",
+                        "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
     ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "IDX": I32, "S": "i32", "k": "i32",
                       "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
      {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True}, 4),

@@ -39,8 +39,7 @@ class SparqImpl:
     # our selection (select_plan): a threshold from a strided sample of each row (see
     # sample_in_score), a filter pass writing the keys at or above it and their positions
     # (the candidates), a pick reading the candidates' keys, then keys and positions again
-    # as it writes the k indices; two launches (the filter's last program of each row picks).
-    # False: an ideal one-pass selection.
+    # as it writes the k indices; three launches. False: an ideal one-pass selection.
     select_filter: bool = True
     # the scoring kernel also writes each row's sample contiguously (4 B per sampled key), so
     # the threshold reads it there instead of a sector per key from the scores
@@ -49,7 +48,7 @@ class SparqImpl:
     k_transposed: bool = True
     sector_bytes: int = 32
     score_launches: int = 1
-    select_launches: int = 2  # threshold; filter with the pick (the kernels' PICK_IN_FILTER)
+    select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
     # up to this many query heads per KV head, the attend's last split program of each head
     # merges the partials itself: one launch fewer (the kernels' FUSED_MERGE_MAX_G)
@@ -122,7 +121,7 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
     else a sector each from the scores), the candidates written as key and position, read back as keys, then as
-    keys and positions, and a threshold per row, in select_launches launches. The threshold and the
+    keys and positions, and a threshold per row, in three launches. The threshold and the
     pick are one program per row, over its sampled keys and over its candidates: the serial
     terms (items = sample + candidates). Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)

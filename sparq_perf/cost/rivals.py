@@ -65,7 +65,7 @@ class SelectImpl:
     sample_in_score: bool = True  # as SparqImpl: the scoring kernel writes the selection's sample
     sector_bytes: int = 32
     score_launches: int = 1
-    select_launches: int = 2  # as SparqImpl: threshold; filter with the pick
+    select_launches: int = 3
     attend_launches: int = 2  # split-k attention + log-sum-exp merge
 
 
