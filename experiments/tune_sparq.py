@@ -35,7 +35,7 @@ SELECT_ALONE = [(2048, 16384), (32, 32768), (32, 131072)]
 SCORE_GRID = dict(SCORE_TOPR_KERNEL=(False, True), SCORE_FMA=(False, True), BLOCK_S=(512, 1024), SCORE_WAVES=(4.0, 8.0),
                   SCORE_WARPS=(4, 8))
 # selection: the default, then one group of settings changed at a time
-SELECT_VARIANTS = [{}, {"PICK_KEYS_PER_THREAD": 16}]
+SELECT_VARIANTS = [{}, {"SURE_THRESHOLD": False}]
 # attend: one set of waves for every shape (ATTEND_WAVES_FEW follows ATTEND_WAVES here)
 ATTEND_GRID = dict(BLOCK_K=(32, 64), ATTEND_WARPS=(4, 8), ATTEND_WAVES=(2.0, 4.0, 8.0))
 MERGE_VARIANTS = [{"FUSED_MERGE_MAX_G": 0}, {"FUSED_MERGE_MAX_G": 8}]  # a merge launch always; the last program always
@@ -89,7 +89,7 @@ def sweep_step(B, S, Hkv, gen, res, with_score, with_attend, with_merge):
 
 def sweep_select(rows, S, gen, res):
     scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(min(4, sets_for_cold_l2(rows * S * 4)))]
-    for k in (S // 16, 128):
+    for k in (S // 16, S // 4, 128):
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(kind="select", rows=rows, S=S, k=k, config="torch.topk", us=t["median_s"] * 1e6))
         for cfg in SELECT_VARIANTS:

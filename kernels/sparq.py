@@ -18,16 +18,20 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
 sparq_select exact top-k in three launches, for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
-             but for a vanishing fraction of rows); a filter over (rows, tiles of S)
-             appending the keys at or above it and their positions (the candidates: 1.3-1.9 k
-             at k = S/16) through a per-row atomic counter; a pick, one program per row,
-             finding the k-th largest candidate by bisection over the bits in which they
-             differ (two bits per block reduction), then writing the positions above it
-             and as many of its ties as needed. The candidates are held in registers
-             where they fit the pick's slots (their expected count + 3 sigma), else read
-             from memory a tile at a time. A row whose candidates are fewer than k or do
-             not fit their room is searched whole from memory instead: slow, never wrong.
-             Exactly k positions, unsorted.
+             but for a vanishing fraction of rows) and, where it shrinks the pick, a sure
+             threshold from the same sample, above which every key is in the top k but for
+             as small a fraction; a filter over (rows, tiles of S) writing the positions of
+             the keys above the sure threshold straight to the output and appending the
+             keys between the two, with their positions, to the candidates (1.3-1.9 k at
+             k = S/16 without a sure threshold; with one, a band growing as sqrt(k)) through
+             per-row atomic counters; a pick, one program per row, taking the rest of the
+             k from the candidates: it finds the kk-th largest by bisection over the bits
+             in which they differ (two bits per block reduction), then writes the positions
+             above it and as many of its ties as needed after the sure ones. The candidates
+             are held in registers where they fit the pick's slots (their expected count +
+             3 sigma), else read from memory a tile at a time. A row with more than k sure
+             keys, too few candidates or more than their room is searched whole from
+             memory instead: slow, never wrong. Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
@@ -330,30 +334,46 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, NS: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
-    cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept)."""
+    cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept);
+    and, where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
+    key (its top 16 bits rounded up), else 0xFFFFFFFF. THRESH[row] = (threshold, sure)."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
-    t = _kth_largest(tl.where(in_sample, sample, 0) >> 16, rank, tl.zeros([], tl.uint32), 16) << 16
-    tl.store(THRESH + row, t.to(tl.int32, bitcast=True))
+    key16 = tl.where(in_sample, sample, 0) >> 16
+    t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
+    tl.store(THRESH + 2 * row, t.to(tl.int32, bitcast=True))
+    t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
+    if rank_sure > 0:
+        h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
+        t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
+    tl.store(THRESH + 2 * row + 1, t_sure.to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, S, cap, BLOCK: tl.constexpr):
-    """Grid (rows, tiles of S): appends the keys of one tile at or above the row's threshold,
-    with their positions, to the row's candidates through the row's atomic counter (which
-    counts past cap too)."""
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOCK: tl.constexpr):
+    """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
+    threshold go straight to the row's output, through the row's SURE counter (at most k of
+    them written; the counter counts past k); the keys at or above its threshold and below
+    the sure one are appended, with their positions, to the row's candidates through its
+    COUNT counter (which counts past cap too)."""
     row = tl.program_id(0).to(tl.int64)
-    t_lo = tl.load(THRESH + row).to(tl.uint32, bitcast=True)
+    t_lo = tl.load(THRESH + 2 * row).to(tl.uint32, bitcast=True)
+    t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-    take = valid & (key >= t_lo)
+    sure = valid & (key >= t_sure)
+    n_sure = tl.sum(sure.to(tl.int32), 0)
+    if n_sure > 0:
+        slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
+        tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
+    take = valid & (key >= t_lo) & (key < t_sure)
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
@@ -466,23 +486,32 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, IDX, S, k, cap, slots, CAPB: tl.constexpr,
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr):
-    """Grid (rows,). The k-th largest key is among the row's candidates when they number
-    at least k (all keys at or above the threshold): picked from them in registers where
-    they fit the pick's slots (CAPB >= slots), else from memory a tile at a time. A sample
-    that missed (fewer than k), or more candidates than their room (cap), and the whole
-    row is searched from memory instead: slow, never wrong. Resets the row's counter for
+    """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
+    output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
+    least kk (all keys at or above the threshold and below the sure one): picked from them
+    in registers where they fit the pick's slots (CAPB >= slots), else from memory a tile
+    at a time, and written after the sure ones. A sample that missed (more than k sure
+    keys, fewer than kk candidates), or more candidates than their room (cap), and the whole
+    row is searched from memory instead: slow, never wrong. Resets the row's counters for
     the next call."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
-    tl.debug_barrier()  # every warp has read the count before one thread clears it
+    n_sure = tl.load(SURE + row)
+    tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
-    if (c >= k) & (c <= slots):
-        _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, IDX + row * k, c, k, CAPB, BLOCK, ONESHOT)
-    elif (c >= k) & (c <= cap):
-        _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, IDX + row * k, k, BLOCK, False)
+    tl.store(SURE + row, 0)
+    kk = k - n_sure
+    fits = (n_sure <= k) & (c >= kk)
+    dst = IDX + row * k + n_sure
+    if fits & (c <= slots):
+        if kk > 0:
+            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT)
+    elif fits & (c <= cap):
+        if kk > 0:
+            _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
     else:
         _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
@@ -675,7 +704,10 @@ PICK_ONESHOT_ROWS_PER_SM = 2
 # the pick holds up to its register slots of candidates: the expected count and this many
 # standard deviations of it (a row with more, up to the cap, is picked from memory a tile
 # at a time); SAMPLE_SIGMAS: as many as the cap, none ever from memory
-PICK_SLOT_SIGMAS = 3.0
+PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
+# the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
+# always / never (tests, tuning)
+SURE_THRESHOLD = None
 
 
 def sample_size(S: int) -> int:
@@ -686,36 +718,48 @@ def sample_rank(S: int, k: int, n: int) -> int:
     return int(plan.sample_rank(S, k, n, SAMPLE_SIGMAS))
 
 
-def candidate_cap(S: int, k: int, n: int) -> int:
+def sure_rank(S: int, k: int, n: int) -> int:
+    return int(plan.sure_rank(S, k, n, SAMPLE_SIGMAS))
+
+
+def uses_sure(S: int, k: int, n: int) -> bool:
+    return bool(plan.uses_sure(S, k, n, SAMPLE_SIGMAS)) if SURE_THRESHOLD is None else SURE_THRESHOLD
+
+
+def candidate_cap(S: int, k: int, n: int, sure: bool = False) -> int:
     """Room for the candidates: their expected count and SAMPLE_SIGMAS of its spread, a
-    power of two, at least k's and at most S's."""
-    return _pow2_room(S, k, n, SAMPLE_SIGMAS)
+    power of two, at most S's and, unless the sure threshold holds some back, at least k's."""
+    return _pow2_room(S, k, n, SAMPLE_SIGMAS, sure)
 
 
-def pick_slots(S: int, k: int, n: int) -> int:
+def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
     """Candidates the pick holds in registers: as candidate_cap, PICK_SLOT_SIGMAS of spread."""
-    return _pow2_room(S, k, n, PICK_SLOT_SIGMAS)
+    return _pow2_room(S, k, n, PICK_SLOT_SIGMAS, sure)
 
 
-def _pow2_room(S: int, k: int, n: int, sigmas: float) -> int:
-    want = float(plan.candidates(S, k, n, SAMPLE_SIGMAS, spread=sigmas)) + 64
-    return max(triton.next_power_of_2(k), min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
+def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
+    want = float(plan.picked_from(S, k, n, SAMPLE_SIGMAS, spread=sigmas, sure=sure)) + 64
+    least = 16 if sure else triton.next_power_of_2(k)
+    return max(least, min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
 
 
 class FilterWorkspace:
-    """Scratch of the selection for `rows` rows of S scores and a given k: each row's
-    threshold, its candidates (order keys and positions) and its counter, zeroed here and
-    reset by the pick kernel (graph safe: no memset per call)."""
+    """Scratch of the selection for `rows` rows of S scores and a given k: each row's two
+    thresholds, its candidates (order keys and positions) and its counters (candidates and
+    sure keys), zeroed here and reset by the pick kernel (graph safe: no memset per call)."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
         self.n_sample = min(S, n_sample or sample_size(S))
         self.sample_stride = S // self.n_sample  # the sample: positions i * sample_stride, i < n_sample
         self.rank = sample_rank(S, k, self.n_sample)
-        self.cap = candidate_cap(S, k, self.n_sample)
-        self.slots = min(self.cap, pick_slots(S, k, self.n_sample))
+        self.sure = uses_sure(S, k, self.n_sample)
+        self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
+        self.cap = candidate_cap(S, k, self.n_sample, self.sure)
+        self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         self.block = FILTER_BLOCK
-        self.thresh = torch.empty(rows, dtype=torch.int32, device=device)
+        self.thresh = torch.empty((rows, 2), dtype=torch.int32, device=device)  # (threshold, sure threshold)
+        self.n_sure = torch.zeros(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
@@ -741,16 +785,20 @@ def _one_scan_warps(warps: int) -> bool:
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
-def filter_candidates(scores, ws: FilterWorkspace, sampled=False):
-    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold.
-    sampled: ws.sample already holds each row's sample (sparq_score wrote it)."""
+def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
+    """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold
+    and below its sure threshold, ws.n_sure[row] = keys at or above the sure threshold (the
+    first k of their positions written to out [rows, k]). sampled: ws.sample already holds
+    each row's sample (sparq_score wrote it)."""
     rows = ws.count.numel()
+    if out is None:
+        out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, NS=ns,
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
-    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.S, ws.cap,
-                                                       BLOCK=ws.block, num_warps=4)
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, num_warps=4)
     return ws.count
 
 
@@ -770,11 +818,11 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    filter_candidates(scores, ws, sampled)
+    filter_candidates(scores, ws, sampled, out)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
                           ONESHOT=oneshot, num_warps=warps)
     return out
 

@@ -38,3 +38,50 @@ def candidates(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0):
     p = sample_rank(S, k, n, sigmas) / np.minimum(n_, S_)
     c = S_ * p + spread * S_ * np.sqrt(p * (1 - p) / np.minimum(n_, S_))
     return np.where(n_ >= S_, k_, c)
+
+
+# A second, sure threshold from the same sample: every key at or above it is in the top k
+# but for a vanishing fraction of rows, so the filter writes those positions straight to
+# the output and keeps as candidates only the keys between the two thresholds (the band),
+# of which the pick then takes the k - (sure keys) largest. The band grows as sqrt(k), the
+# candidates at or above the lower threshold as k: used where it shrinks the pick's slots.
+PICK_SLOT_SIGMAS = 3.0  # the pick's register slots: the expected candidates + this many sigmas
+
+
+def sure_rank(S, k, n, sigmas=SAMPLE_SIGMAS):
+    """Rank of the sure threshold in a sample of n keys: the expected number of sampled keys
+    above the k-th largest less `sigmas` of its spread; 0 (none) where that is not positive
+    or the sample is the row."""
+    S, k, n = (np.asarray(x, dtype=np.float64) for x in (S, k, n))
+    mean = n * k / S
+    rank = np.maximum(np.floor(mean - sigmas * np.sqrt(mean) - 8), 0)
+    return np.where(n >= S, 0, rank).astype(np.int64)
+
+
+def band(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0):
+    """Keys between the two thresholds: S * q for q = (rank - sure rank) / n, plus `spread`
+    standard deviations of it."""
+    S_, n_ = (np.asarray(x, dtype=np.float64) for x in (S, n))
+    q = (sample_rank(S, k, n, sigmas) - sure_rank(S, k, n, sigmas)) / np.minimum(n_, S_)
+    return S_ * q + spread * S_ * np.sqrt(q * (1 - q) / np.minimum(n_, S_))
+
+
+def slots_for(expected, floor=16):
+    """A power of two holding `expected` keys and 64 more, at least `floor`."""
+    return np.maximum(floor, np.exp2(np.ceil(np.log2(np.asarray(expected, np.float64) + 64)))).astype(np.int64)
+
+
+def uses_sure(S, k, n, sigmas=SAMPLE_SIGMAS):
+    """Whether the selection uses the sure threshold: where there is one and the band needs
+    fewer pick slots than the candidates at or above the lower threshold."""
+    k_ = np.asarray(k, np.float64)
+    band_slots = slots_for(band(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS))
+    all_slots = slots_for(candidates(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS), floor=np.exp2(np.ceil(np.log2(k_))))
+    return (sure_rank(S, k, n, sigmas) > 0) & (band_slots < all_slots)
+
+
+def picked_from(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0, sure=None):
+    """The keys the pick holds: the band where the sure threshold is used (sure None: as
+    uses_sure decides), else every key at or above the lower threshold."""
+    sure = uses_sure(S, k, n, sigmas) if sure is None else sure
+    return np.where(sure, band(S, k, n, sigmas, spread), candidates(S, k, n, sigmas, spread))

@@ -110,6 +110,14 @@ def test_sparq_phase_bytes_by_hand():
     fused = attention_costs("sparq", w, SparqImpl(scores_in_memory=False))
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0
+    # k = S/16 at S = 128k: 8192 sampled keys, 512 expected above the k-th largest (spread
+    # sqrt(512) = 22.63): threshold rank ceil(512 + 6 * 22.63 + 8) = 656, sure threshold rank
+    # floor(512 - 6 * 22.63 - 8) = 368. The keys above the sure one are written as indices;
+    # the band between, (656 - 368) / 8192 of the row = 4608 keys, are the candidates (not
+    # the 656 * 16 = 10496 at or above the threshold), and the threshold bisects twice
+    big = attention_costs("sparq", Workload(B, 131072, Hq, Hkv, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
+    assert big.reads["candidates"] == n * 4608 * 12 and big.writes["candidates"] == n * 4608 * 8
+    assert big.serial_items == 4608 + 2 * 8192
 
 
 def test_gqa_shares_score_and_gather_traffic_across_the_group():

@@ -240,7 +240,9 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         ws = sparq_kernels.FilterWorkspace(2, S, k, "cpu")
         assert ws.n_sample == select_plan.sample_size(S)
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
-        assert ws.cap >= select_plan.candidates(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
+        assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample) and ws.sure == (S in (300, 131072))
+        assert ws.rank_sure == (select_plan.sure_rank(S, k, ws.n_sample) if ws.sure else 0)
+        assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
 
 @pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
 def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l):

@@ -28,10 +28,10 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "NS": "constexpr"}, {"NS": 8192}, 16),
-    ("_filter_kernel", {"SCORES": "*fp32", "THRESH": I32, "CKEY": I32, "CPOS": I32, "COUNT": I32, "S": "i32",
-                        "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
-    ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "IDX": I32, "S": "i32", "k": "i32",
+                           "rank_sure": "i32", "NS": "constexpr"}, {"NS": 8192}, 16),
+    ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX"), I32),
+                        "S": "i32", "k": "i32", "cap": "i32", "BLOCK": "constexpr"}, {"BLOCK": 2048}, 4),
+    ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "SURE": I32, "IDX": I32, "S": "i32", "k": "i32",
                       "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
      {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True}, 4),
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",

@@ -22,7 +22,7 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -31,7 +31,9 @@ def select_path(request, monkeypatch):
     an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
     tile at a time; the candidates picked from memory a tile at a time (more than the pick's
     register slots); and forced into the whole-row fallback by a threshold above the k-th
-    largest or by more candidates than their room holds."""
+    largest or by more candidates than their room holds. With the sure threshold (those
+    above it written at once, the band below it picked): wherever it exists, and set too
+    low (more than k keys above it: the whole-row fallback)."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -42,10 +44,14 @@ def select_path(request, monkeypatch):
     if p == "sample-missed":
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
     if p == "overflow":
-        monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n: k)
+        monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n, sure=False: 16 if sure else k)
     if p == "beyond-slots":
-        monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n: k)
+        monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n, sure=False: 16 if sure else k)
         monkeypatch.setattr(sparq_module, "PICK_TILE", 128)
+    if p in ("sure", "sure-missed"):
+        monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
+    if p == "sure-missed":
+        monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
     return p
 
 
@@ -112,6 +118,31 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
+def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, monkeypatch):
+    """With the sure threshold the filter writes the positions of the keys above it (fewer
+    than k) to the output at once, and keeps as candidates only the band below it, which
+    holds the k-th largest: together, exactly the keys at or above the lower threshold."""
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
+    monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
+    rows, S, k = 3, 8000, 2000
+    scores = torch.randn(rows, S, device=DEV)
+    ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=256)
+    assert ws.rank_sure > 0
+    out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
+    count = sparq_module.filter_candidates(scores, ws, out=out).clone()
+    n_sure = ws.n_sure.clone()
+    assert ((n_sure > 0) & (n_sure < k) & (n_sure + count >= k) & (count <= ws.cap)).all(), (n_sure, count, ws.cap)
+    assert (count < 2 * (k - n_sure) + 400).all(), "the band should be narrow"
+    for row in range(rows):
+        sure = out[row, : n_sure[row]].long()
+        band = ws.cpos[row, : count[row]].long()
+        assert len(set(sure.tolist()) | set(band.tolist())) == n_sure[row] + count[row]
+        assert scores[row, sure].min() > scores[row, band].max()
+        t = scores[row, band].min()
+        assert int((scores[row] >= t).sum()) == n_sure[row] + count[row]
+
+
 def test_pick_slots_and_warps(select_path):
     """The pick's register slots lie between k's and the cap, hold the expected candidates,
     and take fewer keys per thread (more warps, up to the one-scan limit) only where the
@@ -119,10 +150,16 @@ def test_pick_slots_and_warps(select_path):
     if select_path != "filter":
         pytest.skip("the defaults only")
     from sparq_perf import select_plan
-    for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048)]:
+    for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048), (131072, 32768)]:
         n = sparq_module.sample_size(S)
-        slots, cap = sparq_module.pick_slots(S, k, n), sparq_module.candidate_cap(S, k, n)
-        assert k <= slots <= cap and slots >= select_plan.candidates(S, k, n)
+        sure = sparq_module.uses_sure(S, k, n)
+        slots, cap = sparq_module.pick_slots(S, k, n, sure), sparq_module.candidate_cap(S, k, n, sure)
+        assert slots <= cap and slots >= select_plan.picked_from(S, k, n) and (sure or k <= slots)
+    # the sure threshold where it shrinks the slots: S=128k, k=8192 16384 -> 8192; k=32768 65536 -> 16384
+    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S)) for S, k in [(32768, 2048), (131072, 8192)]] == [
+        False, True]
+    assert sparq_module.pick_slots(131072, 8192, 8192, True) == 8192
+    assert sparq_module.pick_slots(131072, 32768, 8192, True) == 16384
     assert (sparq_module.pick_slots(32768, 2048, 2048), sparq_module.candidate_cap(32768, 2048, 2048)) == (4096, 8192)
     sms = sparq_module.num_sms()
     assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4

@@ -121,8 +121,10 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
     else a sector each from the scores), the candidates written as key and position, read back as keys, then as
-    keys and positions, and a threshold per row, in three launches. The threshold and the
-    pick are one program per row, over its sampled keys and over its candidates: the serial
+    keys and positions, and a threshold per row, in three launches. Where the sure threshold
+    is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
+    it are written straight as indices. The threshold and the pick are one program per row,
+    over its sampled keys (twice with a sure threshold) and over its candidates: the serial
     terms (items = sample + candidates). Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
@@ -130,14 +132,15 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     if not (impl.select_filter and impl.scores_in_memory):
         return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
     m = plan.sample_size(positions)
-    c = plan.candidates(positions, chosen, m)
+    sure = plan.uses_sure(positions, chosen, m)  # then the filter writes the keys above it as indices
+    c = plan.picked_from(positions, chosen, m, sure=sure)
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     writes["threshold"] = n * STAT_BYTES
     return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
-                     serial_rows=n, serial_items=c + m)
+                     serial_rows=n, serial_items=c + m * np.where(sure, 2, 1))
 
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
