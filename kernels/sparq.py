@@ -356,24 +356,28 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOCK: tl.constexpr):
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOCK: tl.constexpr,
+                   HAS_SURE: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
-    COUNT counter (which counts past cap too)."""
+    COUNT counter (which counts past cap too). HAS_SURE False: no sure threshold (its
+    count and writes compiled out)."""
     row = tl.program_id(0).to(tl.int64)
     t_lo = tl.load(THRESH + 2 * row).to(tl.uint32, bitcast=True)
-    t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-    sure = valid & (key >= t_sure)
-    n_sure = tl.sum(sure.to(tl.int32), 0)
-    if n_sure > 0:
-        slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
-        tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
-    take = valid & (key >= t_lo) & (key < t_sure)
+    take = valid & (key >= t_lo)
+    if HAS_SURE:
+        t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
+        sure = valid & (key >= t_sure)
+        n_sure = tl.sum(sure.to(tl.int32), 0)
+        if n_sure > 0:
+            slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
+            tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
+        take = take & (key < t_sure)
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
@@ -798,7 +802,8 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
-                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, num_warps=4)
+                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
+                                                       num_warps=4)
     return ws.count
 
 
