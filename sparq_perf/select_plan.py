@@ -71,13 +71,20 @@ def slots_for(expected, floor=16):
     return np.maximum(floor, np.exp2(np.ceil(np.log2(np.asarray(expected, np.float64) + 64)))).astype(np.int64)
 
 
+# ... used only where the candidates would need at least this many slots (16 warps and more
+# in the pick). H100 (reports/kernels/tune_sparq_203e49d.json, kernels.json at 6612bae):
+# 16384 -> 8192 slots 32 rows x 32k, k=8192 63.5 -> 38.2 us; 65536 -> 16384 at 128k, k=32768
+# 212.5 -> 95.3; but 8192 -> 4096 lost in the step: B=16 S=32k k=4096 151 -> 180, B=1 33 -> 35
+SURE_MIN_SLOTS = 16384
+
+
 def uses_sure(S, k, n, sigmas=SAMPLE_SIGMAS):
-    """Whether the selection uses the sure threshold: where there is one and the band needs
-    fewer pick slots than the candidates at or above the lower threshold."""
+    """Whether the selection uses the sure threshold: where there is one, the candidates at
+    or above the lower threshold need SURE_MIN_SLOTS pick slots or more, and the band fewer."""
     k_ = np.asarray(k, np.float64)
     band_slots = slots_for(band(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS))
     all_slots = slots_for(candidates(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS), floor=np.exp2(np.ceil(np.log2(k_))))
-    return (sure_rank(S, k, n, sigmas) > 0) & (band_slots < all_slots)
+    return (sure_rank(S, k, n, sigmas) > 0) & (all_slots >= SURE_MIN_SLOTS) & (band_slots < all_slots)
 
 
 def picked_from(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0, sure=None):

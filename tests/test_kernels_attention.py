@@ -240,7 +240,7 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         ws = sparq_kernels.FilterWorkspace(2, S, k, "cpu")
         assert ws.n_sample == select_plan.sample_size(S)
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
-        assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample) and ws.sure == (S in (300, 131072))
+        assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample) and ws.sure == (S == 131072)
         assert ws.rank_sure == (select_plan.sure_rank(S, k, ws.n_sample) if ws.sure else 0)
         assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
 

@@ -156,9 +156,10 @@ def test_pick_slots_and_warps(select_path):
         sure = sparq_module.uses_sure(S, k, n)
         slots, cap = sparq_module.pick_slots(S, k, n, sure), sparq_module.candidate_cap(S, k, n, sure)
         assert slots <= cap and slots >= select_plan.picked_from(S, k, n) and (sure or k <= slots)
-    # the sure threshold where it shrinks the slots: S=128k, k=8192 16384 -> 8192; k=32768 65536 -> 16384
-    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S)) for S, k in [(32768, 2048), (131072, 8192)]] == [
-        False, True]
+    # the sure threshold where it shrinks 16384 slots or more: S=128k, k=8192 16384 -> 8192;
+    # k=32768 65536 -> 16384; not S=32k, k=4096 (8192 -> 4096)
+    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S)) for S, k in [(32768, 2048), (32768, 4096),
+                                                                               (131072, 8192)]] == [False, False, True]
     assert sparq_module.pick_slots(131072, 8192, 8192, True) == 8192
     assert sparq_module.pick_slots(131072, 32768, 8192, True) == 16384
     assert (sparq_module.pick_slots(32768, 2048, 2048), sparq_module.candidate_cap(32768, 2048, 2048)) == (4096, 8192)
