@@ -742,9 +742,9 @@ def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
 
 
 def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
-    want = float(plan.picked_from(S, k, n, SAMPLE_SIGMAS, spread=sigmas, sure=sure)) + 64
+    want = int(plan.slots_for(plan.picked_from(S, k, n, SAMPLE_SIGMAS, spread=sigmas, sure=sure), floor=1))
     least = 16 if sure else triton.next_power_of_2(k)
-    return max(least, min(triton.next_power_of_2(S), triton.next_power_of_2(math.ceil(want))))
+    return max(least, min(triton.next_power_of_2(S), want))
 
 
 class FilterWorkspace:
