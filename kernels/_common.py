@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from sparq_perf.cost.base import splits
+
 LOG2E = 1.4426950408889634
 
 # The Triton interpreter (CPU) computes tl.dot on bfloat16 operands wrongly (seen with
@@ -44,8 +46,7 @@ def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0) -> in
     Depends on the row count and on length only through its blocks, so the grid changes
     rarely as S grows (and the kernels never recompile for S).
     """
-    want = max(1, int(waves * num_sms() + n_rows - 1) // n_rows)
-    return max(1, min(want, triton.cdiv(length, block)))
+    return int(splits(n_rows, length, block, waves, num_sms()))
 
 
 def chunk_for(length: int, n_splits: int, block: int) -> int:

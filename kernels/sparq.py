@@ -52,6 +52,7 @@ from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merg
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 from sparq_perf.cost.attention import SparqImpl
+from sparq_perf.cost.base import waves_for
 
 # score positions per tile: 1024 for one head per group and r <= WIDE_SCORE_MAX_R, its logits
 # by multiply-adds (SCORE_FMA; H100, r = 16: B=1 S=32k 23.2 -> 14.3 us, B=8 S=16k 77.8 -> 64.7,
@@ -72,13 +73,14 @@ SCORE_FMA = True
 # score program (H100: 2048 rows 121 vs 137 us with the launch; 32 rows 14.3 vs 23.9)
 TOPR_KERNEL_ROWS_PER_SM = 2
 SCORE_TOPR_KERNEL = None  # None: that rule; True / False: always / never (tuning)
-BLOCK_K = 64  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
+BLOCK_K = SparqImpl.attend_block_k  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 # attend grid: splits of k for about ATTEND_WAVES waves over the SMs, ATTEND_WAVES_FEW where
 # the groups share heads (g > 1) or the rows are fewer than the SMs: fewer, longer programs
 # (H100, reports/kernels/tune_sparq_d35f6ba.json: B=1 S=32k 19.0 -> 16.0 us, GQA B=64 S=8k
 # 65.6 -> 56.4; MHA B=8 S=16k and B=16 S=32k want 4: 63.6 vs 58.8, 225.7 vs 194.0)
-ATTEND_WAVES = 4.0
-ATTEND_WAVES_FEW = 2.0
+# (the cost model counts the attend's programs from the same numbers)
+ATTEND_WAVES = SparqImpl.attend_waves
+ATTEND_WAVES_FEW = SparqImpl.attend_waves_few
 ATTEND_WARPS = 4
 ATTEND_STAGES = 3
 # the attend's last split program of each KV head merges the partials (no merge launch)
@@ -101,7 +103,7 @@ def score_waves(G: int, rows: int) -> float:
 
 
 def attend_waves(G: int, rows: int) -> float:
-    return ATTEND_WAVES_FEW if G > 1 or rows < num_sms() else ATTEND_WAVES
+    return float(waves_for(rows, num_sms(), ATTEND_WAVES, ATTEND_WAVES_FEW, G > 1))
 
 
 def fused_merge(G: int) -> bool:

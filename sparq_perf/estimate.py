@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import Calibration
-from .cost.base import PhaseCost, serial_waves
+from .cost.base import PhaseCost, program_waves, serial_waves
 from .hardware import Hardware
 
 
@@ -57,7 +57,8 @@ def estimate(cost: PhaseCost, hw: Hardware, *, compute_dtype: str = "bf16", resi
     if fit is not None:
         copy_bw = copy_bandwidth_bytes_per_s or calibration.copy_bandwidth_bytes_per_s
         memory = cost.bytes / (fit.bandwidth_fraction * copy_bw)
-        overhead = fit.overhead_s + fit.serial_s_per_item * serial_waves(cost, hw.compute_units) + 0.0 * memory
+        overhead = (fit.overhead_s + fit.serial_s_per_item * serial_waves(cost, hw.compute_units)
+                    + fit.s_per_program_wave * program_waves(cost, hw.compute_units) + 0.0 * memory)
     else:
         scale = 1.0
         if copy_bandwidth_bytes_per_s:  # a measured copy bandwidth replaces the profile's achievable one

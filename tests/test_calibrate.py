@@ -53,6 +53,34 @@ def test_fit_recovers_the_serial_term_of_the_selection():
     assert error_stats(plain, rows)["all"]["median_abs_rel_error"] > 0.05
 
 
+def test_fit_recovers_the_attends_program_term():
+    """Attend rows whose time has a fixed part per program of its split grid: the fit finds
+    the seconds per wave of programs; the two-term fit cannot match them."""
+    from sparq_perf.cost.attention import attention_costs
+    from sparq_perf.cost.base import program_waves
+    from sparq_perf.workload import Workload
+
+    rows = []
+    for S in (4096, 16384, 65536):
+        for B, Hkv in ((1, 8), (1, 32), (8, 32), (64, 8)):
+            w = Workload(B, S, 32, Hkv, 128, 16, S // 16, 0, 2.0, 2.0)
+            c = attention_costs("sparq", w)["sparq_attend"]
+            t = 6e-6 + c.bytes / (0.85 * 4.0e12) + 0.9e-6 * program_waves(c, 132)
+            rows.append({"source": "measured", "status": "ok", "method": "sparq", "phase": "sparq_attend",
+                         "batch": B, "seq_len": S, "n_heads": 32, "n_kv_heads": Hkv, "d_head": 128, "r": 16,
+                         "k": S // 16, "l": 0, "kv_dtype": "bf16", "bytes_read": float(c.bytes_read),
+                         "bytes_written": float(c.bytes_written), "time_s": float(t)})
+    cal = fit(rows, "h200", 4.0e12, compute_units=132)
+    f = cal.phases["sparq_attend"]
+    assert f.s_per_program_wave == pytest.approx(0.9e-6, rel=1e-3)
+    assert f.bandwidth_fraction == pytest.approx(0.85, rel=1e-3)
+    assert f.serial_s_per_item == 0.0
+    assert error_stats(cal, rows)["all"]["median_abs_rel_error"] < 1e-3
+    plain = fit([{k: v for k, v in r.items() if k != "n_heads"} for r in rows], "h200", 4.0e12)
+    assert plain.phases["sparq_attend"].s_per_program_wave == 0.0
+    assert error_stats(plain, rows)["all"]["p90_abs_rel_error"] > 0.02
+
+
 def test_held_out_lengths_are_the_longer_ones_and_errors_are_reported(tmp_path):
     rng = np.random.default_rng(1)
     rows = _rows(rng, "dense_attention", 5e-6, 0.9, 3.0e12, noise=0.03)

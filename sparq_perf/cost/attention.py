@@ -14,7 +14,7 @@ import numpy as np
 from .. import phases as P
 from .. import select_plan as plan
 from ..workload import Workload
-from .base import PhaseCost
+from .base import PhaseCost, SplitGrid
 
 INDEX_BYTES = 4  # int32 indices
 STAT_BYTES = 4  # fp32 scores, softmax statistics and the running mean v_bar
@@ -53,6 +53,12 @@ class SparqImpl:
     # up to this many query heads per KV head, the attend's last split program of each head
     # merges the partials itself: one launch fewer (the kernels' FUSED_MERGE_MAX_G)
     merge_in_attend_max_g: int = 1
+    # the attend's grid (the kernels' BLOCK_K, ATTEND_WAVES, ATTEND_WAVES_FEW): splits of k in
+    # blocks of attend_block_k gathered rows, about attend_waves waves over the compute units,
+    # attend_waves_few where a group has several heads or the rows are fewer than the units
+    attend_block_k: int = 64
+    attend_waves: float = 4.0
+    attend_waves_few: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,8 @@ def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     writes = {"out": n * g * d * a}
     flops = n * g * (k * (4.0 * d + 2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + 3.0 * d)
     launches = impl.attend_launches - (1 if w.group_size <= impl.merge_in_attend_max_g else 0)
-    return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, launches)
+    grid = SplitGrid(n, k, impl.attend_block_k, impl.attend_waves, impl.attend_waves_few, g > 1)
+    return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, launches, grids=(grid,))
 
 
 def attention_costs(method: str, w: Workload, impl=None) -> dict[str, PhaseCost]:

@@ -24,6 +24,9 @@ class PhaseCost:
     # such rows of serial_items items each; rows beyond the compute units wait for a later wave
     serial_rows: object = 0.0
     serial_items: object = 0.0
+    # split kernels whose programs each pay a fixed cost (loads of q and statistics, a
+    # dependent index-then-gather round trip): their grids, see SplitGrid
+    grids: tuple = ()
 
     @property
     def bytes_read(self):
@@ -44,17 +47,53 @@ class PhaseCost:
 
 def combine(name: str, costs) -> PhaseCost:
     """One cost for several operations run back to back (their terms prefixed by phase)."""
-    reads, writes, flops, launches, rows, items = {}, {}, 0.0, 0.0, 0.0, 0.0
+    reads, writes, flops, launches, rows, items, grids = {}, {}, 0.0, 0.0, 0.0, 0.0, ()
     for c in costs:
+        grids = grids + c.grids
         reads.update({f"{c.name}.{k}": v for k, v in c.reads.items()})
         writes.update({f"{c.name}.{k}": v for k, v in c.writes.items()})
         flops = flops + c.flops
         launches = launches + c.launches
         rows = np.maximum(rows, c.serial_rows)  # one phase has serial work at most
         items = items + c.serial_items
-    return PhaseCost(name, reads, writes, flops, launches, rows, items)
+    return PhaseCost(name, reads, writes, flops, launches, rows, items, grids)
 
 
 def serial_waves(cost: PhaseCost, compute_units: int):
     """Items done one after another on a compute unit: ceil(rows / units) * items per row."""
     return np.ceil(np.asarray(cost.serial_rows, np.float64) / compute_units) * cost.serial_items
+
+
+def splits(rows, length, block, waves, compute_units):
+    """Splits of `length` so that rows * splits programs fill the compute units about `waves`
+    times: at least one, at most one per block (the split kernels' grid rule)."""
+    rows = np.asarray(rows, np.float64)
+    want = np.maximum(1.0, np.floor((np.asarray(waves, np.float64) * compute_units + rows - 1) / rows))
+    return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
+
+
+@dataclass(frozen=True)
+class SplitGrid:
+    """A split kernel's grid (rows, splits of `length` in blocks): `waves` over the compute
+    units, or `waves_few` where `few` is set or the rows are fewer than the units."""
+
+    rows: object
+    length: object
+    block: int
+    waves: float
+    waves_few: float
+    few: object = False
+
+    def programs(self, compute_units: int):
+        waves = waves_for(self.rows, compute_units, self.waves, self.waves_few, self.few)
+        return np.asarray(self.rows, np.float64) * splits(self.rows, self.length, self.block, waves, compute_units)
+
+
+def waves_for(rows, compute_units, waves, waves_few, few=False):
+    """`waves_few` (fewer, longer programs) where `few` or the rows are fewer than the units."""
+    return np.where(np.asarray(few) | (np.asarray(rows) < compute_units), waves_few, waves)
+
+
+def program_waves(cost: PhaseCost, compute_units: int):
+    """The programs of the cost's split grids, in waves over the compute units."""
+    return sum((g.programs(compute_units) for g in cost.grids), np.float64(0.0)) / compute_units

@@ -2,36 +2,40 @@
 
 Per phase: time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
 + serial_s_per_item * serial work (phases with one program per row: the selection's
-threshold and pick, whose rows beyond the compute units wait for later waves), fitted by least squares on
-relative residuals (scipy), so a 5 us point counts as much as a 5 ms one.
+threshold and pick, whose rows beyond the compute units wait for later waves)
++ s_per_program_wave * program waves (split kernels whose programs each pay a fixed cost:
+the attend), fitted by least squares on relative residuals (scipy), so a 5 us point counts
+as much as a 5 ms one. A term enters a phase's fit only where its rows have that work.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..calibration import Calibration, PhaseFit
-from ..cost.base import serial_waves
+from ..cost.base import program_waves, serial_waves
 
 MIN_POINTS = 3
 
 
-def fit_phase(bytes_moved, times_s, copy_bandwidth_bytes_per_s: float, serial=None) -> PhaseFit:
+def fit_phase(bytes_moved, times_s, copy_bandwidth_bytes_per_s: float, serial=None, waves=None) -> PhaseFit:
     from scipy.optimize import least_squares
 
     b = np.asarray(bytes_moved, np.float64)
     t = np.asarray(times_s, np.float64)
-    w = np.zeros_like(t) if serial is None else np.asarray(serial, np.float64)
-    with_serial = bool(np.any(w > 0))
-    x0 = [max(float(np.min(t)) * 0.5, 1e-7), 0.7] + ([1e-9] if with_serial else [])
-    scale = [1e-5, 0.5] + ([1e-9] if with_serial else [])
+    # optional terms, each a work count per row with a coefficient in seconds per item
+    extra = {name: np.asarray(x, np.float64) for name, x in (("serial_s_per_item", serial), ("s_per_program_wave", waves))
+             if x is not None and np.any(np.asarray(x) > 0)}
+    work = list(extra.values())
+    x0 = [max(float(np.min(t)) * 0.5, 1e-7), 0.7] + [1e-9] * len(work)
+    scale = [1e-5, 0.5] + [float(np.min(t)) / max(float(np.max(w)), 1e-300) for w in work]
 
     def residual(p):
-        return (p[0] + b / (p[1] * copy_bandwidth_bytes_per_s) + (p[2] * w if with_serial else 0.0)) / t - 1.0
+        return (p[0] + b / (p[1] * copy_bandwidth_bytes_per_s) + sum(c * w for c, w in zip(p[2:], work))) / t - 1.0
 
-    lower, upper = [0.0, 1e-4] + [0.0] * with_serial, [1.0, 10.0] + [1e-3] * with_serial
+    lower, upper = [0.0, 1e-4] + [0.0] * len(work), [1.0, 10.0] + [1.0] * len(work)
     sol = least_squares(residual, x0, bounds=(lower, upper), x_scale=scale)
     return PhaseFit(bandwidth_fraction=float(sol.x[1]), overhead_s=float(sol.x[0]),
-                    serial_s_per_item=float(sol.x[2]) if with_serial else 0.0)
+                    **{name: float(c) for name, c in zip(extra, sol.x[2:])})
 
 
 def row_cost(row):
@@ -63,6 +67,14 @@ def serial_work(row, compute_units: int) -> float:
     return float(serial_waves(row_cost(row), compute_units))
 
 
+def grid_work(row, compute_units: int) -> float:
+    """Waves of the row's split-grid programs over the compute units (0: none, or a row
+    without the workload fields to tell)."""
+    if any(row.get(f) is None for f in WORKLOAD_FIELDS):
+        return 0.0
+    return float(program_waves(row_cost(row), compute_units))
+
+
 def measured_ok(rows, methods=("dense", "sparq")) -> list[dict]:
     return [r for r in rows if r["source"] == "measured" and r["status"] == "ok" and r["method"] in methods
             and r["time_s"] and r["bytes_read"] is not None]
@@ -78,7 +90,8 @@ def fit(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None 
     for phase, rs in sorted(by_phase.items()):
         if len(rs) >= MIN_POINTS:
             phases[phase] = fit_phase([r["bytes_read"] + r["bytes_written"] for r in rs], [r["time_s"] for r in rs],
-                                      copy_bandwidth_bytes_per_s, [serial_work(r, compute_units) for r in rs])
+                                      copy_bandwidth_bytes_per_s, [serial_work(r, compute_units) for r in rs],
+                                      [grid_work(r, compute_units) for r in rs])
     return Calibration(device, copy_bandwidth_bytes_per_s, phases, info or {}, compute_units)
 
 
@@ -88,7 +101,8 @@ def predict_row(cal: Calibration, row: dict, copy_bandwidth_bytes_per_s: float |
         return None
     bw = copy_bandwidth_bytes_per_s or cal.copy_bandwidth_bytes_per_s
     serial = f.serial_s_per_item * serial_work(row, cal.compute_units) if f.serial_s_per_item else 0.0
-    return f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw) + serial
+    grid = f.s_per_program_wave * grid_work(row, cal.compute_units) if f.s_per_program_wave else 0.0
+    return f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw) + serial + grid
 
 
 def error_stats(cal: Calibration, rows, copy_bandwidth_bytes_per_s: float | None = None) -> dict:
