@@ -51,7 +51,7 @@ def main(argv=None):
             t_no, _ = timed(rows, S, k, False, gen)
             t_yes, _ = timed(rows, S, k, True, gen)
             sp.SURE_THRESHOLD = None
-            rule = sp.uses_sure(S, k, sp.sample_size(S))
+            rule = sp.uses_sure(S, k, sp.sample_size(S), rows)
             row = dict(rows=rows, S=S, k=k, rule_sure=rule, without_us=t_no * 1e6, with_us=t_yes * 1e6)
             res.append(row)
             print(" ".join(f"{a}={b:.1f}" if isinstance(b, float) else f"{a}={b}" for a, b in row.items()), flush=True)

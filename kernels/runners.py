@@ -15,6 +15,31 @@ from .dense import DenseWorkspace, dense_attention
 from .sparq import SparqState, sparq_attend, sparq_score, sparq_select
 
 
+LINE_BYTES = 128  # an L2 line: positions this many bytes apart write other lines of K^T
+
+
+def append_positions(cache: KVCache, n: int) -> list[int]:
+    """n positions past the cache's length, a line of K^T apart (the first is the length)."""
+    step = max(1, LINE_BYTES // cache.K.element_size())
+    return [cache.length + j * step for j in range(n)]
+
+
+def append_runners(cache: KVCache, n: int) -> list:
+    """Callables writing one new position each, at append_positions(cache, n) (all below the
+    capacity), leaving `length` alone, so the other runners keep seeing the same S. Rotated
+    among, they write other lines of K^T at each call, as decode steps do (each step's K^T
+    column lands in lines the rest of the step has evicted from L2); one position rewritten
+    again and again finds its lines in L2 (up to about half as long, H200:
+    reports/kernels/append_heads_80ceb58.json)."""
+    positions = append_positions(cache, n)
+    if positions[-1] >= cache.capacity:
+        raise ValueError(f"the append runners need capacity > {positions[-1]}, have {cache.capacity}")
+    B, H, d = cache.batch, cache.n_kv_heads, cache.d_head
+    k_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
+    v_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
+    return [(lambda p=p: write_at(cache, k_new, v_new, p)) for p in positions]
+
+
 class Runners(dict):
     """dict phase name -> callable; `.state` holds the method's buffers (for checking outputs)."""
 
@@ -25,18 +50,12 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
                   with_append=True) -> dict:
     """dict phase name -> callable for 'dense' or 'sparq' on this q and cache (S = cache.length).
 
-    The append runner writes position S (which must be below the capacity) without moving
-    `length`, so the other runners keep seeing the same S.
+    The append runner writes position S (which must be below the capacity), as the first of
+    append_runners.
     """
     runners = Runners()
     if with_append:
-        if cache.length >= cache.capacity:
-            raise ValueError("the append runner needs capacity > length")
-        B, H, d = cache.batch, cache.n_kv_heads, cache.d_head
-        k_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
-        v_new = torch.randn(B, H, d, dtype=cache.dtype, device=cache.K.device)
-        pos = cache.length
-        runners[P.APPEND] = lambda: write_at(cache, k_new, v_new, pos)
+        runners[P.APPEND] = append_runners(cache, 1)[0]
     if method == "dense":
         ws = DenseWorkspace(q, cache)
         runners[P.DENSE_ATTENTION] = lambda: dense_attention(q, cache, ws)

@@ -728,8 +728,8 @@ def sure_rank(S: int, k: int, n: int) -> int:
     return int(plan.sure_rank(S, k, n, SAMPLE_SIGMAS))
 
 
-def uses_sure(S: int, k: int, n: int) -> bool:
-    return bool(plan.uses_sure(S, k, n, SAMPLE_SIGMAS)) if SURE_THRESHOLD is None else SURE_THRESHOLD
+def uses_sure(S: int, k: int, n: int, rows: int) -> bool:
+    return bool(plan.uses_sure(S, k, n, rows, SAMPLE_SIGMAS)) if SURE_THRESHOLD is None else SURE_THRESHOLD
 
 
 def candidate_cap(S: int, k: int, n: int, sure: bool = False) -> int:
@@ -744,7 +744,7 @@ def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
 
 
 def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
-    want = int(plan.slots_for(plan.picked_from(S, k, n, SAMPLE_SIGMAS, spread=sigmas, sure=sure), floor=1))
+    want = int(plan.slots_for(plan.picked_from(S, k, n, sure, SAMPLE_SIGMAS, spread=sigmas), floor=1))
     least = 16 if sure else triton.next_power_of_2(k)
     return max(least, min(triton.next_power_of_2(S), want))
 
@@ -759,7 +759,7 @@ class FilterWorkspace:
         self.n_sample = min(S, n_sample or sample_size(S))
         self.sample_stride = S // self.n_sample  # the sample: positions i * sample_stride, i < n_sample
         self.rank = sample_rank(S, k, self.n_sample)
-        self.sure = uses_sure(S, k, self.n_sample)
+        self.sure = uses_sure(S, k, self.n_sample, rows)
         self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))

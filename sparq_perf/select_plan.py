@@ -76,19 +76,30 @@ def slots_for(expected, floor=16):
 # 16384 -> 8192 slots 32 rows x 32k, k=8192 63.5 -> 38.2 us; 65536 -> 16384 at 128k, k=32768
 # 212.5 -> 95.3; but 8192 -> 4096 lost in the step: B=16 S=32k k=4096 151 -> 180, B=1 33 -> 35
 SURE_MIN_SLOTS = 16384
+# ... and where it makes less serial work (the band and the sample's second bisection
+# against the candidates: band + n < candidates), or the rows are at most SURE_FEW_ROWS,
+# where each row's program has an SM to itself and the smaller pick wins regardless. H200
+# (reports/kernels/sure_rows_80ceb58.json, selection alone, us without -> with): S=128k,
+# k=8192 (10496 candidates, 4608 in the band, 8192 sampled) 8 rows 62.7 -> 43.8, 32 rows
+# 78.1 -> 68.6, 64 rows 95.3 -> 98.1, 512 rows 484.5 -> 593.3; S=64k, k=8192 (4096 sampled)
+# 512 rows 343.1 -> 332.8; S=128k, k=16384 (19584 candidates, 6400 in the band) 512 rows
+# 651.7 -> 604.2
+SURE_FEW_ROWS = 32
 
 
-def uses_sure(S, k, n, sigmas=SAMPLE_SIGMAS):
-    """Whether the selection uses the sure threshold: where there is one, the candidates at
-    or above the lower threshold need SURE_MIN_SLOTS pick slots or more, and the band fewer."""
+def uses_sure(S, k, n, rows, sigmas=SAMPLE_SIGMAS):
+    """Whether the selection of `rows` rows uses the sure threshold: where there is one, the
+    candidates at or above the lower threshold need SURE_MIN_SLOTS pick slots or more and the
+    band fewer, and it makes less serial work or the rows are few."""
     k_ = np.asarray(k, np.float64)
     band_slots = slots_for(band(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS))
     all_slots = slots_for(candidates(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS), floor=np.exp2(np.ceil(np.log2(k_))))
-    return (sure_rank(S, k, n, sigmas) > 0) & (all_slots >= SURE_MIN_SLOTS) & (band_slots < all_slots)
+    less_work = band(S, k, n, sigmas) + np.asarray(n, np.float64) < candidates(S, k, n, sigmas)
+    return ((sure_rank(S, k, n, sigmas) > 0) & (all_slots >= SURE_MIN_SLOTS) & (band_slots < all_slots)
+            & (less_work | (np.asarray(rows) <= SURE_FEW_ROWS)))
 
 
-def picked_from(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0, sure=None):
-    """The keys the pick holds: the band where the sure threshold is used (sure None: as
+def picked_from(S, k, n, sure, sigmas=SAMPLE_SIGMAS, spread=0.0):
+    """The keys the pick holds: the band where the sure threshold is used (`sure`, as
     uses_sure decides), else every key at or above the lower threshold."""
-    sure = uses_sure(S, k, n, sigmas) if sure is None else sure
     return np.where(sure, band(S, k, n, sigmas, spread), candidates(S, k, n, sigmas, spread))

@@ -118,6 +118,11 @@ def test_sparq_phase_bytes_by_hand():
     big = attention_costs("sparq", Workload(B, 131072, Hq, Hkv, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
     assert big.reads["candidates"] == n * 4608 * 12 and big.writes["candidates"] == n * 4608 * 8
     assert big.serial_items == 4608 + 2 * 8192
+    # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
+    # bisection (4608 + 8192 items) are more serial work than the candidates (10496): no sure
+    # threshold, the 10496 candidates picked, the sample bisected once
+    many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
+    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 10496 + 8192
 
 
 def test_gqa_shares_score_and_gather_traffic_across_the_group():

@@ -210,6 +210,24 @@ def test_append_writes_both_layouts_and_mean(dtype):
     assert torch.allclose(cache.v_bar.double(), all_v.mean(2), rtol=0, atol=1e-5)  # fp32 running mean
 
 
+def test_append_runners_write_positions_a_kt_line_apart():
+    """Each append runner writes its own position (64 bf16 apart: another 128-byte line of
+    every K^T row) in both layouts and leaves the length alone; too little room is refused."""
+    from sparq_perf.kernels.runners import append_positions, append_runners
+
+    cache = KVCache.empty(2, 3, 40 + 64 * 2 + 1, 64, device=DEV)
+    cache.length = 40
+    assert append_positions(cache, 3) == [40, 104, 168]
+    for p, run in zip(append_positions(cache, 3), append_runners(cache, 3)):
+        cache.K[:, :, p].fill_(float("nan"))
+        cache.KT[:, :, :, p].fill_(float("nan"))
+        run()
+        assert not torch.isnan(cache.K[:, :, p]).any() and torch.equal(cache.KT[:, :, :, p], cache.K[:, :, p])
+    assert cache.length == 40
+    with pytest.raises(ValueError, match="capacity"):
+        append_runners(cache, 4)
+
+
 def test_kt_rows_start_16_byte_aligned_at_any_capacity():
     from sparq_perf.kernels.cache import KT_ALIGN
 
@@ -240,9 +258,9 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         ws = sparq_kernels.FilterWorkspace(2, S, k, "cpu")
         assert ws.n_sample == select_plan.sample_size(S)
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
-        assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample) and ws.sure == (S == 131072)
+        assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample, 2) and ws.sure == (S == 131072)
         assert ws.rank_sure == (select_plan.sure_rank(S, k, ws.n_sample) if ws.sure else 0)
-        assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, spread=select_plan.SAMPLE_SIGMAS)
+        assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, ws.sure, spread=select_plan.SAMPLE_SIGMAS)
 
 @pytest.mark.parametrize("units", [8, 132])
 def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monkeypatch):

@@ -153,13 +153,19 @@ def test_pick_slots_and_warps(select_path):
     from sparq_perf import select_plan
     for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048), (131072, 32768)]:
         n = sparq_module.sample_size(S)
-        sure = sparq_module.uses_sure(S, k, n)
+        sure = sparq_module.uses_sure(S, k, n, 32)
         slots, cap = sparq_module.pick_slots(S, k, n, sure), sparq_module.candidate_cap(S, k, n, sure)
-        assert slots <= cap and slots >= select_plan.picked_from(S, k, n) and (sure or k <= slots)
+        assert slots <= cap and slots >= select_plan.picked_from(S, k, n, sure) and (sure or k <= slots)
     # the sure threshold where it shrinks 16384 slots or more: S=128k, k=8192 16384 -> 8192;
-    # k=32768 65536 -> 16384; not S=32k, k=4096 (8192 -> 4096)
-    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S)) for S, k in [(32768, 2048), (32768, 4096),
-                                                                               (131072, 8192)]] == [False, False, True]
+    # k=32768 65536 -> 16384; not S=32k, k=4096 (8192 -> 4096). Past SURE_FEW_ROWS rows only
+    # where it is less serial work: S=32k and 64k, k=8192 (2048 and 4096 sampled keys against
+    # 10496 - 4608 fewer picked), S=128k, k=16384; not S=128k, k=8192 (8192 sampled)
+    few, many = select_plan.SURE_FEW_ROWS, select_plan.SURE_FEW_ROWS + 1
+    shapes = [(32768, 2048), (32768, 4096), (131072, 8192), (32768, 8192), (65536, 8192), (131072, 16384)]
+    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S), few) for S, k in shapes] == [
+        False, False, True, True, True, True]
+    assert [sparq_module.uses_sure(S, k, sparq_module.sample_size(S), many) for S, k in shapes] == [
+        False, False, False, True, True, True]
     assert sparq_module.pick_slots(131072, 8192, 8192, True) == 8192
     assert sparq_module.pick_slots(131072, 32768, 8192, True) == 16384
     assert (sparq_module.pick_slots(32768, 2048, 2048), sparq_module.candidate_cap(32768, 2048, 2048)) == (4096, 8192)

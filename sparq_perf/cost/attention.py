@@ -138,8 +138,8 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     if not (impl.select_filter and impl.scores_in_memory):
         return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
     m = plan.sample_size(positions)
-    sure = plan.uses_sure(positions, chosen, m)  # then the filter writes the keys above it as indices
-    c = plan.picked_from(positions, chosen, m, sure=sure)
+    sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
+    c = plan.picked_from(positions, chosen, m, sure)
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)

@@ -13,6 +13,7 @@ from .timing import sets_for_cold_l2, time_calls
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 MAX_QUERY_SETS = 32  # queries (with their SparQ buffers) rotated among at most
+APPEND_POSITIONS = 16  # the append is timed rotating among this many positions a K^T line apart
 CHECK_TOL = 1e-2  # bf16/fp16 operands, fp32 accumulation (METHOD.md: 1e-3..1e-2)
 
 
@@ -70,8 +71,10 @@ def query_sets(B, Hkv, S, d, e, settings, n_sets, free_bytes, sets_for) -> int:
 
 def _random_cache(B, Hkv, S, d, dtype, gen):
     from sparq_perf.kernels import KVCache
+    from sparq_perf.kernels.runners import LINE_BYTES
 
-    cache = KVCache.empty(B, Hkv, S + 1, d, dtype=dtype, device="cuda")  # room for one append
+    line = LINE_BYTES // (torch.finfo(dtype).bits // 8)  # positions a K^T line apart (append_positions)
+    cache = KVCache.empty(B, Hkv, S + 1 + line * (APPEND_POSITIONS - 1), d, dtype=dtype, device="cuda")
     K = cache.K[:, :, :S]
     K.normal_(generator=gen)
     cache.KT[:, :, :, :S].copy_(K.transpose(2, 3))
@@ -100,7 +103,7 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
     CHECK_TOL, or the selection differs from torch.topk's.
     """
     from sparq_perf.kernels.reference import dense_reference
-    from sparq_perf.kernels.runners import phase_runners
+    from sparq_perf.kernels.runners import append_runners, phase_runners
 
     B, S, Hq, Hkv, d = batch, seq_len, n_heads, n_kv_heads, d_head
     dt = DTYPES[dtype]
@@ -133,7 +136,7 @@ def measure_point(batch, seq_len, n_heads, n_kv_heads, d_head, sparq_settings=((
     err = _rel_err(dense[0][P.DENSE_ATTENTION]()[0:1], dense_ref)
     if not err < CHECK_TOL:
         raise RuntimeError(f"dense_attention off the reference: {err:.3g} at {base}")
-    add("dense", P.APPEND, [x[P.APPEND] for x in dense])
+    add("dense", P.APPEND, [f for c in caches for f in append_runners(c, APPEND_POSITIONS)])
     add("dense", P.DENSE_DECODE, [x[P.DENSE_DECODE] for x in dense], check=err)
     del dense
 
