@@ -59,20 +59,14 @@ def row_cost(row):
 WORKLOAD_FIELDS = ("batch", "seq_len", "n_heads", "n_kv_heads", "d_head")
 
 
-def serial_work(row, compute_units: int) -> float:
-    """Items of the row's phase done one after another per compute unit (0: none, or a row
-    without the workload fields to tell)."""
+def row_work(row, compute_units: int) -> tuple[float, float]:
+    """The row's phase's (serial work, program waves): items done one after another per
+    compute unit, and waves of its split-grid programs over the units ((0, 0): none, or a
+    row without the workload fields to tell)."""
     if any(row.get(f) is None for f in WORKLOAD_FIELDS):
-        return 0.0
-    return float(serial_waves(row_cost(row), compute_units))
-
-
-def grid_work(row, compute_units: int) -> float:
-    """Waves of the row's split-grid programs over the compute units (0: none, or a row
-    without the workload fields to tell)."""
-    if any(row.get(f) is None for f in WORKLOAD_FIELDS):
-        return 0.0
-    return float(program_waves(row_cost(row), compute_units))
+        return 0.0, 0.0
+    cost = row_cost(row)
+    return float(serial_waves(cost, compute_units)), float(program_waves(cost, compute_units))
 
 
 def measured_ok(rows, methods=("dense", "sparq")) -> list[dict]:
@@ -89,9 +83,9 @@ def fit(rows, device: str, copy_bandwidth_bytes_per_s: float, info: dict | None 
     phases = {}
     for phase, rs in sorted(by_phase.items()):
         if len(rs) >= MIN_POINTS:
+            serial, waves = zip(*(row_work(r, compute_units) for r in rs))
             phases[phase] = fit_phase([r["bytes_read"] + r["bytes_written"] for r in rs], [r["time_s"] for r in rs],
-                                      copy_bandwidth_bytes_per_s, [serial_work(r, compute_units) for r in rs],
-                                      [grid_work(r, compute_units) for r in rs])
+                                      copy_bandwidth_bytes_per_s, serial, waves)
     return Calibration(device, copy_bandwidth_bytes_per_s, phases, info or {}, compute_units)
 
 
@@ -100,9 +94,9 @@ def predict_row(cal: Calibration, row: dict, copy_bandwidth_bytes_per_s: float |
     if f is None:
         return None
     bw = copy_bandwidth_bytes_per_s or cal.copy_bandwidth_bytes_per_s
-    serial = f.serial_s_per_item * serial_work(row, cal.compute_units) if f.serial_s_per_item else 0.0
-    grid = f.s_per_program_wave * grid_work(row, cal.compute_units) if f.s_per_program_wave else 0.0
-    return f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw) + serial + grid
+    serial, waves = row_work(row, cal.compute_units) if f.serial_s_per_item or f.s_per_program_wave else (0.0, 0.0)
+    return (f.overhead_s + (row["bytes_read"] + row["bytes_written"]) / (f.bandwidth_fraction * bw)
+            + f.serial_s_per_item * serial + f.s_per_program_wave * waves)
 
 
 def error_stats(cal: Calibration, rows, copy_bandwidth_bytes_per_s: float | None = None) -> dict:
