@@ -687,7 +687,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
 SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
-FILTER_BLOCK = 2048  # keys per program of the filter pass
+FILTER_BLOCK = plan.FILTER_BLOCK  # keys per program of the filter pass
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 # ... but this many where the rows are at most one per SM and the pick then keeps to
@@ -744,9 +744,7 @@ def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
 
 
 def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
-    want = int(plan.slots_for(plan.picked_from(S, k, n, sure, SAMPLE_SIGMAS, spread=sigmas), floor=1))
-    least = 16 if sure else triton.next_power_of_2(k)
-    return max(least, min(triton.next_power_of_2(S), want))
+    return int(plan.pick_room(S, k, n, sure, sigmas))
 
 
 class FilterWorkspace:

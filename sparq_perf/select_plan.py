@@ -14,6 +14,7 @@ import numpy as np
 SAMPLE_MIN, SAMPLE_MAX = 256, 8192  # keys in a row's sample (the whole row when shorter)
 SAMPLE_STRIDE = 16  # at most one key in this many (4-byte keys: every other 32-byte sector)
 SAMPLE_SIGMAS = 6.0
+FILTER_BLOCK = 2048  # keys per program of the filter pass (a grid of rows x tiles of S)
 
 
 def sample_size(S, lo=SAMPLE_MIN, hi=SAMPLE_MAX, stride=SAMPLE_STRIDE):
@@ -103,3 +104,23 @@ def picked_from(S, k, n, sure, sigmas=SAMPLE_SIGMAS, spread=0.0):
     """The keys the pick holds: the band where the sure threshold is used (`sure`, as
     uses_sure decides), else every key at or above the lower threshold."""
     return np.where(sure, band(S, k, n, sigmas, spread), candidates(S, k, n, sigmas, spread))
+
+
+def _pow2(x):
+    """The least power of two >= x (>= 1)."""
+    return np.exp2(np.ceil(np.log2(np.maximum(np.asarray(x, np.float64), 1.0))))
+
+
+def pick_room(S, k, n, sure, sigmas):
+    """Room for the picked keys, a power of two: their expected count, `sigmas` standard
+    deviations and 64 more, at least k's power of two (16 where the sure threshold holds
+    keys back), at most S's. With SAMPLE_SIGMAS: the candidates' room in memory; with
+    PICK_SLOT_SIGMAS: the pick's register slots."""
+    want = slots_for(picked_from(S, k, n, sure, SAMPLE_SIGMAS, spread=sigmas), floor=1)
+    least = np.where(sure, 16.0, _pow2(k))
+    return np.maximum(least, np.minimum(_pow2(S), want)).astype(np.int64)
+
+
+def pick_slots_held(S, k, n, sure):
+    """The keys a pick program holds in registers: its slots, within the candidates' room."""
+    return np.minimum(pick_room(S, k, n, sure, SAMPLE_SIGMAS), pick_room(S, k, n, sure, PICK_SLOT_SIGMAS))

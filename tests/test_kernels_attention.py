@@ -261,6 +261,10 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample, 2) and ws.sure == (S == 131072)
         assert ws.rank_sure == (select_plan.sure_rank(S, k, ws.n_sample) if ws.sure else 0)
         assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, ws.sure, spread=select_plan.SAMPLE_SIGMAS)
+        # the pick's slots (the serial term's items) and the filter's tiles (its grid)
+        assert ws.slots == select_plan.pick_slots_held(S, k, ws.n_sample, ws.sure)
+        assert ws.cap == select_plan.pick_room(S, k, ws.n_sample, ws.sure, select_plan.SAMPLE_SIGMAS)
+        assert ws.block == select_plan.FILTER_BLOCK
 
 @pytest.mark.parametrize("units", [8, 132])
 def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monkeypatch):

@@ -130,8 +130,11 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     keys and positions, and a threshold per row, in three launches. Where the sure threshold
     is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
     it are written straight as indices. The threshold and the pick are one program per row,
-    over its sampled keys (twice with a sure threshold) and over its candidates: the serial
-    terms (items = sample + candidates). Otherwise one ideal pass in one launch."""
+    over its sampled keys (twice with a sure threshold) and over its register slots (its
+    bisection reduces over all of them, filled or not): the serial terms (items = sample +
+    slots). The filter is a program per tile of FILTER_BLOCK scores, each counting, scanning
+    and appending its tile (twice with a sure threshold: for the candidates and the sure
+    keys): its grid. Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * chosen * INDEX_BYTES}
@@ -140,13 +143,16 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     m = plan.sample_size(positions)
     sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
     c = plan.picked_from(positions, chosen, m, sure)
+    slots = plan.pick_slots_held(positions, chosen, m, sure)
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     writes["threshold"] = n * STAT_BYTES
+    passes = np.where(sure, 2.0, 1.0)  # of the sample's bisection, and of the filter's count and writes
+    grid = SplitGrid(n, positions, plan.FILTER_BLOCK, np.inf, np.inf, weight=passes)
     return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
-                     serial_rows=n, serial_items=c + m * np.where(sure, 2, 1))
+                     serial_rows=n, serial_items=slots + m * passes, grids=(grid,))
 
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:

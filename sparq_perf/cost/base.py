@@ -75,7 +75,9 @@ def splits(rows, length, block, waves, compute_units):
 @dataclass(frozen=True)
 class SplitGrid:
     """A split kernel's grid (rows, splits of `length` in blocks): `waves` over the compute
-    units, or `waves_few` where `few` is set or the rows are fewer than the units."""
+    units, or `waves_few` where `few` is set or the rows are fewer than the units (infinite
+    waves: a program per block). Its programs count `weight` times each (programs doing that
+    many times the work of one)."""
 
     rows: object
     length: object
@@ -83,10 +85,12 @@ class SplitGrid:
     waves: float
     waves_few: float
     few: object = False
+    weight: object = 1.0
 
     def programs(self, compute_units: int):
         waves = waves_for(self.rows, compute_units, self.waves, self.waves_few, self.few)
-        return np.asarray(self.rows, np.float64) * splits(self.rows, self.length, self.block, waves, compute_units)
+        n = np.asarray(self.rows, np.float64) * splits(self.rows, self.length, self.block, waves, compute_units)
+        return n * np.asarray(self.weight, np.float64)
 
 
 def waves_for(rows, compute_units, waves, waves_few, few=False):
