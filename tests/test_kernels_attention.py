@@ -272,10 +272,11 @@ def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monke
     term) is the grid the kernels launch, with the same SM count."""
     from sparq_perf.cost.attention import attention_costs
     from sparq_perf.kernels import _common
+    from sparq_perf.kernels import sparq as sparq_kernels
     from sparq_perf.workload import Workload
 
     monkeypatch.setattr(_common, "num_sms", lambda device_index=0: units)
-    monkeypatch.setattr(sparq_kernels_module(), "num_sms", lambda device_index=0: units)
+    monkeypatch.setattr(sparq_kernels, "num_sms", lambda device_index=0: units)
     for B, Hq, Hkv, S, k in [(1, 4, 4, 4096, 256), (1, 8, 2, 4096, 1000), (3, 4, 4, 2048, 2048), (64, 4, 4, 512, 64),
                              (40, 8, 8, 4096, 4096)]:
         q = torch.zeros(B, Hq, 64)
@@ -285,12 +286,6 @@ def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monke
         cost = attention_costs("sparq", Workload(B, S, Hq, Hkv, 64, 8, k))["sparq_attend"]
         (grid,) = cost.grids
         assert float(grid.programs(units)) == B * Hkv * st.n_splits, (B, Hq, Hkv, k, units)
-
-
-def sparq_kernels_module():
-    from sparq_perf.kernels import sparq
-
-    return sparq
 
 
 @pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
