@@ -18,9 +18,14 @@ from .sparq import SparqState, sparq_attend, sparq_score, sparq_select
 LINE_BYTES = 128  # an L2 line: positions this many bytes apart write other lines of K^T
 
 
+def line_positions(element_bytes: int) -> int:
+    """Positions one line of K^T apart."""
+    return max(1, LINE_BYTES // element_bytes)
+
+
 def append_positions(cache: KVCache, n: int) -> list[int]:
     """n positions past the cache's length, a line of K^T apart (the first is the length)."""
-    step = max(1, LINE_BYTES // cache.K.element_size())
+    step = line_positions(cache.K.element_size())
     return [cache.length + j * step for j in range(n)]
 
 

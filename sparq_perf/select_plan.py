@@ -67,6 +67,11 @@ def band(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0):
     return S_ * q + spread * S_ * np.sqrt(q * (1 - q) / np.minimum(n_, S_))
 
 
+def _pow2(x):
+    """The least power of two >= x (>= 1)."""
+    return np.exp2(np.ceil(np.log2(np.maximum(np.asarray(x, np.float64), 1.0))))
+
+
 def slots_for(expected, floor=16):
     """A power of two holding `expected` keys and 64 more, at least `floor`."""
     return np.maximum(floor, np.exp2(np.ceil(np.log2(np.asarray(expected, np.float64) + 64)))).astype(np.int64)
@@ -92,9 +97,8 @@ def uses_sure(S, k, n, rows, sigmas=SAMPLE_SIGMAS):
     """Whether the selection of `rows` rows uses the sure threshold: where there is one, the
     candidates at or above the lower threshold need SURE_MIN_SLOTS pick slots or more and the
     band fewer, and it makes less serial work or the rows are few."""
-    k_ = np.asarray(k, np.float64)
     band_slots = slots_for(band(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS))
-    all_slots = slots_for(candidates(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS), floor=np.exp2(np.ceil(np.log2(k_))))
+    all_slots = slots_for(candidates(S, k, n, sigmas, spread=PICK_SLOT_SIGMAS), floor=_pow2(k))
     less_work = band(S, k, n, sigmas) + np.asarray(n, np.float64) < candidates(S, k, n, sigmas)
     return ((sure_rank(S, k, n, sigmas) > 0) & (all_slots >= SURE_MIN_SLOTS) & (band_slots < all_slots)
             & (less_work | (np.asarray(rows) <= SURE_FEW_ROWS)))
@@ -104,11 +108,6 @@ def picked_from(S, k, n, sure, sigmas=SAMPLE_SIGMAS, spread=0.0):
     """The keys the pick holds: the band where the sure threshold is used (`sure`, as
     uses_sure decides), else every key at or above the lower threshold."""
     return np.where(sure, band(S, k, n, sigmas, spread), candidates(S, k, n, sigmas, spread))
-
-
-def _pow2(x):
-    """The least power of two >= x (>= 1)."""
-    return np.exp2(np.ceil(np.log2(np.maximum(np.asarray(x, np.float64), 1.0))))
 
 
 def pick_room(S, k, n, sure, sigmas):

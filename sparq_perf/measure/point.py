@@ -71,9 +71,9 @@ def query_sets(B, Hkv, S, d, e, settings, n_sets, free_bytes, sets_for) -> int:
 
 def _random_cache(B, Hkv, S, d, dtype, gen):
     from sparq_perf.kernels import KVCache
-    from sparq_perf.kernels.runners import LINE_BYTES
+    from sparq_perf.kernels.runners import line_positions
 
-    line = LINE_BYTES // (torch.finfo(dtype).bits // 8)  # positions a K^T line apart (append_positions)
+    line = line_positions(torch.finfo(dtype).bits // 8)  # room for the append runners' positions
     cache = KVCache.empty(B, Hkv, S + 1 + line * (APPEND_POSITIONS - 1), d, dtype=dtype, device="cuda")
     K = cache.K[:, :, :S]
     K.normal_(generator=gen)
