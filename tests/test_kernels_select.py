@@ -25,6 +25,15 @@ DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed"]
 
 
+@pytest.fixture(params=["one launch", "three launches"], autouse=True)
+def launches(request, monkeypatch):
+    """Every path in both forms of the selection: one launch (each filter program finds its
+    row's thresholds, the last of a row's programs picks) and three (threshold, filter,
+    pick), whatever the rows."""
+    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", 10**6 if request.param == "one launch" else None)
+    return request.param
+
+
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
@@ -99,12 +108,12 @@ def test_softmax_like_scores():
 
 
 
-def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
+def test_filter_keeps_few_candidates_that_hold_the_kth(select_path, launches):
     """On random scores the sampled threshold lies below the k-th largest (at least k
     candidates) with the candidates fitting their room: the pick runs on them, not the
     whole-row fallback; and their keys are exactly the keys at or above the threshold."""
-    if select_path != "filter":
-        pytest.skip("filter's own thresholds only")
+    if select_path != "filter" or launches != "three launches":
+        pytest.skip("filter's own thresholds only (the threshold and filter launches)")
     rows, S, k = 3, 6000, 375
     scores = torch.randn(rows, S, device=DEV)
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=256)
@@ -118,12 +127,12 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
-def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, monkeypatch):
+def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, launches, monkeypatch):
     """With the sure threshold the filter writes the positions of the keys above it (fewer
     than k) to the output at once, and keeps as candidates only the band below it, which
     holds the k-th largest: together, exactly the keys at or above the lower threshold."""
-    if select_path != "filter":
-        pytest.skip("filter's own thresholds only")
+    if select_path != "filter" or launches != "three launches":
+        pytest.skip("filter's own thresholds only (the threshold and filter launches)")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     rows, S, k = 3, 8000, 2000
     scores = torch.randn(rows, S, device=DEV)
@@ -144,11 +153,11 @@ def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, mon
         assert int((scores[row] >= t).sum()) == n_sure[row] + count[row]
 
 
-def test_pick_slots_and_warps(select_path):
+def test_pick_slots_and_warps(select_path, launches):
     """The pick's register slots lie between k's and the cap, hold the expected candidates,
     and take fewer keys per thread (more warps, up to the one-scan limit) only where the
     rows are at most one per SM."""
-    if select_path != "filter":
+    if select_path != "filter" or launches != "three launches":
         pytest.skip("the defaults only")
     from sparq_perf import select_plan
     for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048), (131072, 32768)]:
@@ -172,3 +181,13 @@ def test_pick_slots_and_warps(select_path):
     sms = sparq_module.num_sms()
     assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4
     assert sparq_module.pick_warps(16384, 1) == 16  # 32 warps at 16 keys each: past the one-scan limit
+
+
+def test_one_launch_where_the_rows_are_few(select_path, launches, monkeypatch):
+    if select_path != "filter" or launches != "three launches":
+        pytest.skip("the rule only")
+    sms = sparq_module.num_sms()
+    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", 1)
+    assert sparq_module.fused_select(sms) and not sparq_module.fused_select(sms + 1)
+    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", None)
+    assert not sparq_module.fused_select(1)

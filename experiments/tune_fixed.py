@@ -1,0 +1,150 @@
+"""Fixed costs where the rows are few, on one GPU: the dense kernel's grid and merge, the
+selection in one launch or three, and the attend's grid at few rows.
+
+- dense: every (waves of the split grid, BLOCK_N, merge by a launch of its own or by the
+  last split program) at each shape, checked against the float64 reference first, timed
+  beside torch SDPA on the same caches;
+- selection alone on fp32 random scores, one launch (SELECT_FUSED_ROWS_PER_SM) or three,
+  checked against torch.topk first, timed beside it;
+- the whole SparQ step (1/8: r=16, k=S/16) with each selection form and attend grid,
+  checked against the float64 reference of Algorithm 1 (batch element 0, the kernel's
+  positions) and torch.topk first.
+Inputs rotate over sets covering 5x L2 as `measure` does.
+
+    python experiments/tune_fixed.py --out DIR
+Writes tune_fixed.json (every timed row) and prints the best settings per shape.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+import torch
+import triton
+
+from sparq_perf import phases as P
+from sparq_perf.kernels import dense as dn
+from sparq_perf.kernels import sparq as sp
+from sparq_perf.kernels.reference import dense_reference
+from sparq_perf.kernels.runners import phase_runners
+from sparq_perf.measure.point import CHECK_TOL, _random_cache, _rel_err, _sdpa, check_sparq_on_cache, same_topk
+from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
+
+H_Q, D = 32, 128
+DENSE_SHAPES = [(1, 8192, 32), (1, 16384, 32), (1, 32768, 32), (1, 131072, 32), (1, 32768, 8), (8, 16384, 32),
+                (16, 32768, 8), (64, 8192, 8)]
+DENSE_GRID = [(w, bn, m) for w in (1.0, 2.0, 3.0, 4.0, 8.0) for bn in (64, 128) for m in (0, 8)]
+SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
+                 (64, 32768, 2048), (132, 32768, 2048), (256, 16384, 1024), (512, 4096, 256)]
+SELECT_FORMS = {"three launches": None, "one launch": 10**6}
+STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32)]
+STEP_VARIANTS = [{}, {"SELECT_FUSED_ROWS_PER_SM": None}, {"SELECT_FUSED_ROWS_PER_SM": 10**6},
+                 {"ATTEND_WAVES_FEW": 1.0}, {"ATTEND_WAVES_FEW": 4.0}]
+STEP_DEFAULTS = {n: getattr(sp, n) for n in ("SELECT_FUSED_ROWS_PER_SM", "ATTEND_WAVES_FEW")}
+
+
+def caches_and_queries(B, S, Hkv, gen):
+    n = min(4, sets_for_cold_l2(2 * B * Hkv * S * D * 2))
+    caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n)]
+    qs = [torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen) for _ in range(n)]
+    return caches, qs
+
+
+def tune_dense(gen, res):
+    for B, S, Hkv in DENSE_SHAPES:
+        caches, qs = caches_and_queries(B, S, Hkv, gen)
+        ref = dense_reference(qs[0][0:1].double(), caches[0].K[0:1, :, :S].double(), caches[0].V[0:1, :, :S].double())
+        t = time_calls([_sdpa(q, c) for q, c in zip(qs, caches)], target_s=0.05)
+        base = dict(kind="dense", B=B, S=S, Hkv=Hkv)
+        res.append(dict(base, config="sdpa", us=t["median_s"] * 1e6))
+        for waves, bn, merge in DENSE_GRID:
+            dn.DENSE_WAVES, dn.FUSED_MERGE_MAX_G = waves, merge
+            wss = [dn.DenseWorkspace(q, c, block_n=bn) for q, c in zip(qs, caches)]
+            wss[0].out.fill_(float("nan"))
+            err = _rel_err(dn.dense_attention(qs[0], caches[0], wss[0])[0:1], ref)
+            if not err < CHECK_TOL:
+                raise RuntimeError(f"dense off the reference ({err:.3g}) at {base} {waves, bn, merge}")
+            t = time_calls([(lambda q=q, c=c, w=w: dn.dense_attention(q, c, w)) for q, c, w in zip(qs, caches, wss)],
+                           target_s=0.05)
+            res.append(dict(base, config=dict(waves=waves, block_n=bn, fused_merge_max_g=merge), splits=wss[0].n_splits,
+                            us=t["median_s"] * 1e6, check_rel_err=err))
+        dn.DENSE_WAVES, dn.FUSED_MERGE_MAX_G = dn.DenseImpl.waves, dn.DenseImpl.merge_in_attention_max_g
+        del caches, qs
+        print("dense", B, S, Hkv, flush=True)
+
+
+def tune_select(gen, res):
+    for rows, S, k in SELECT_SHAPES:
+        scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(min(4, sets_for_cold_l2(rows * S * 4)))]
+        base = dict(kind="select", rows=rows, S=S, k=k)
+        t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
+        res.append(dict(base, config="torch.topk", us=t["median_s"] * 1e6))
+        for name, value in SELECT_FORMS.items():
+            sp.SELECT_FUSED_ROWS_PER_SM = value
+            outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
+            wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
+            for _ in range(2):  # the second call finds the counters the first left
+                outs[0].fill_(-1)
+                sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
+                if not same_topk(scores[0], outs[0], k):
+                    raise RuntimeError(f"selection != torch.topk at {base} {name}")
+            t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
+                           target_s=0.05)
+            res.append(dict(base, config=name, us=t["median_s"] * 1e6))
+        sp.SELECT_FUSED_ROWS_PER_SM = STEP_DEFAULTS["SELECT_FUSED_ROWS_PER_SM"]
+        print("select", rows, S, k, flush=True)
+
+
+def tune_step(gen, res):
+    for B, S, Hkv in STEP_SHAPES:
+        r, k = 16, S // 16
+        caches, qs = caches_and_queries(B, S, Hkv, gen)
+        for cfg in STEP_VARIANTS:
+            for name, value in {**STEP_DEFAULTS, **cfg}.items():
+                setattr(sp, name, value)
+            runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
+            err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
+            for x in runs[1:]:  # each set's scores and indices made before the phases that read them are timed
+                x[P.SPARQ_DECODE]()
+            base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err,
+                        fused_select=sp.fused_select(B * Hkv), attend_splits=runs[0].state.n_splits)
+            for phase in (P.SPARQ_DECODE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
+                t = time_calls([x[phase] for x in runs], target_s=0.05)
+                res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
+            del runs
+        for name, value in STEP_DEFAULTS.items():
+            setattr(sp, name, value)
+        del caches, qs
+        print("step", B, S, Hkv, flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="reports/kernels")
+    args = ap.parse_args(argv)
+    gen = torch.Generator(device="cuda").manual_seed(21)
+    res = []
+    prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": os.environ.get("GIT_COMMIT", "unknown"), "sms": sp.num_sms()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for part in (tune_select, tune_step, tune_dense):
+        part(gen, res)
+        with open(out / "tune_fixed.json", "w") as f:  # after each part: what ran is kept if a later one does not
+            json.dump({"provenance": prov, "rows": res}, f, indent=0)
+    groups = {}
+    for x in res:
+        key = (x["kind"], x.get("B", x.get("rows")), x["S"], x.get("Hkv", x.get("k")), x.get("phase", ""))
+        groups.setdefault(key, []).append(x)
+    for key, xs in groups.items():
+        ref = [x["us"] for x in xs if x["config"] in ("sdpa", "torch.topk", {})]
+        best = sorted(xs, key=lambda x: x["us"])[:3]
+        print(key, "ref/default %.1f" % ref[0] if ref else "", [(x["config"], round(x["us"], 1)) for x in best])
+
+
+if __name__ == "__main__":
+    main()
