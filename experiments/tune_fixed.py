@@ -1,14 +1,13 @@
-"""Fixed costs where the rows are few, on one GPU: the dense kernel's grid and merge, the
-selection in one launch or three, and the attend's grid at few rows.
+"""Fixed costs where the rows are few, on one GPU: the dense kernel's grid, the selection's
+searches for the k-th largest key, and the score's and attend's grids.
 
-- dense: every (waves of the split grid, BLOCK_N, merge by a launch of its own or by the
-  last split program) at each shape, checked against the float64 reference first, timed
-  beside torch SDPA on the same caches;
-- selection alone on fp32 random scores, one launch (SELECT_FUSED_ROWS_PER_SM) or three,
-  checked against torch.topk first, timed beside it;
-- the whole SparQ step (1/8: r=16, k=S/16) with each selection form and attend grid,
-  checked against the float64 reference of Algorithm 1 (batch element 0, the kernel's
-  positions) and torch.topk first.
+- dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
+  reference first, timed beside torch SDPA on the same caches;
+- selection alone on fp32 random scores, its threshold's and pick's searches two bits a
+  round or by 16-bin histograms (THRESH_DIGIT, PICK_DIGIT), checked against torch.topk
+  first, timed beside it;
+- the whole SparQ step (1/8: r=16, k=S/16) with each variant, checked against the float64
+  reference of Algorithm 1 (batch element 0, the kernel's positions) and torch.topk first.
 Inputs rotate over sets covering 5x L2 as `measure` does.
 
     python experiments/tune_fixed.py --out DIR
@@ -36,14 +35,19 @@ from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 H_Q, D = 32, 128
 DENSE_SHAPES = [(1, 8192, 32), (1, 16384, 32), (1, 32768, 32), (1, 131072, 32), (1, 32768, 8), (8, 16384, 32),
                 (16, 32768, 8), (64, 8192, 8)]
-DENSE_GRID = [(w, bn, m) for w in (1.0, 2.0, 3.0, 4.0, 8.0) for bn in (64, 128) for m in (0, 8)]
+# (whole waves, waves, BLOCK_N): the current rule (about `waves` waves, a part-filled last
+# one) and at most whole waves of resident programs (one a SM at 128 positions and 4 stages,
+# two at 64)
+DENSE_GRID = [(False, 2.0, 128), (False, 4.0, 64), (True, 1.0, 128), (True, 2.0, 128), (True, 2.0, 64), (True, 4.0, 64)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
-                 (64, 32768, 2048), (132, 32768, 2048), (256, 16384, 1024), (512, 4096, 256)]
-SELECT_FORMS = {"three launches": None, "one launch": 10**6}
-STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32)]
-STEP_VARIANTS = [{}, {"SELECT_FUSED_ROWS_PER_SM": None}, {"SELECT_FUSED_ROWS_PER_SM": 10**6},
-                 {"ATTEND_WAVES_FEW": 1.0}, {"ATTEND_WAVES_FEW": 4.0}]
-STEP_DEFAULTS = {n: getattr(sp, n) for n in ("SELECT_FUSED_ROWS_PER_SM", "ATTEND_WAVES_FEW")}
+                 (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
+SELECT_FORMS = {f"digits {a}/{b}": {"THRESH_DIGIT": a, "PICK_DIGIT": b} for a, b in ((2, 2), (4, 4), (2, 4), (4, 2))}
+STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
+               (64, 4096, 32), (16, 32768, 32)]
+STEP_VARIANTS = [{}, {"THRESH_DIGIT": 4, "PICK_DIGIT": 4}, {"ATTEND_WAVES_FEW": 4.0}, {"SCORE_WAVES": 4.0},
+                 {"SCORE_WAVES": 16.0}, {"SCORE_TOPR_KERNEL": False}]
+STEP_DEFAULTS = {n: getattr(sp, n) for n in ("THRESH_DIGIT", "PICK_DIGIT", "ATTEND_WAVES_FEW", "SCORE_WAVES",
+                                             "SCORE_TOPR_KERNEL")}
 
 
 def caches_and_queries(B, S, Hkv, gen):
@@ -60,18 +64,19 @@ def tune_dense(gen, res):
         t = time_calls([_sdpa(q, c) for q, c in zip(qs, caches)], target_s=0.05)
         base = dict(kind="dense", B=B, S=S, Hkv=Hkv)
         res.append(dict(base, config="sdpa", us=t["median_s"] * 1e6))
-        for waves, bn, merge in DENSE_GRID:
-            dn.DENSE_WAVES, dn.FUSED_MERGE_MAX_G = waves, merge
+        defaults = dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES
+        for whole, waves, bn in DENSE_GRID:
+            dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = whole, waves
             wss = [dn.DenseWorkspace(q, c, block_n=bn) for q, c in zip(qs, caches)]
             wss[0].out.fill_(float("nan"))
             err = _rel_err(dn.dense_attention(qs[0], caches[0], wss[0])[0:1], ref)
             if not err < CHECK_TOL:
-                raise RuntimeError(f"dense off the reference ({err:.3g}) at {base} {waves, bn, merge}")
+                raise RuntimeError(f"dense off the reference ({err:.3g}) at {base} {whole, waves, bn}")
             t = time_calls([(lambda q=q, c=c, w=w: dn.dense_attention(q, c, w)) for q, c, w in zip(qs, caches, wss)],
                            target_s=0.05)
-            res.append(dict(base, config=dict(waves=waves, block_n=bn, fused_merge_max_g=merge), splits=wss[0].n_splits,
+            res.append(dict(base, config=dict(whole=whole, waves=waves, block_n=bn), splits=wss[0].n_splits,
                             us=t["median_s"] * 1e6, check_rel_err=err))
-        dn.DENSE_WAVES, dn.FUSED_MERGE_MAX_G = dn.DenseImpl.waves, dn.DenseImpl.merge_in_attention_max_g
+        dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = defaults
         del caches, qs
         print("dense", B, S, Hkv, flush=True)
 
@@ -82,8 +87,9 @@ def tune_select(gen, res):
         base = dict(kind="select", rows=rows, S=S, k=k)
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(base, config="torch.topk", us=t["median_s"] * 1e6))
-        for name, value in SELECT_FORMS.items():
-            sp.SELECT_FUSED_ROWS_PER_SM = value
+        for name, cfg in SELECT_FORMS.items():
+            for a, v in cfg.items():
+                setattr(sp, a, v)
             outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
             wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
             for _ in range(2):  # the second call finds the counters the first left
@@ -94,7 +100,8 @@ def tune_select(gen, res):
             t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
                            target_s=0.05)
             res.append(dict(base, config=name, us=t["median_s"] * 1e6))
-        sp.SELECT_FUSED_ROWS_PER_SM = STEP_DEFAULTS["SELECT_FUSED_ROWS_PER_SM"]
+        for a in ("THRESH_DIGIT", "PICK_DIGIT"):
+            setattr(sp, a, STEP_DEFAULTS[a])
         print("select", rows, S, k, flush=True)
 
 
@@ -110,8 +117,8 @@ def tune_step(gen, res):
             for x in runs[1:]:  # each set's scores and indices made before the phases that read them are timed
                 x[P.SPARQ_DECODE]()
             base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err,
-                        fused_select=sp.fused_select(B * Hkv), attend_splits=runs[0].state.n_splits)
-            for phase in (P.SPARQ_DECODE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
+                        attend_splits=runs[0].state.n_splits, score_chunks=runs[0].state.n_chunks)
+            for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
                 t = time_calls([x[phase] for x in runs], target_s=0.05)
                 res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
             del runs

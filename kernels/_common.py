@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sparq_perf.cost.base import splits
+from sparq_perf.cost.base import splits, whole_wave_splits
 
 LOG2E = 1.4426950408889634
 
@@ -40,13 +40,15 @@ def num_sms(device_index=0) -> int:
     return (torch.cuda.is_available() and device_sms(device_index)) or 8
 
 
-def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0) -> int:
-    """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times.
+def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0, whole: bool = False) -> int:
+    """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times
+    (whole: at most `waves` times, whole_wave_splits).
 
     Depends on the row count and on length only through its blocks, so the grid changes
     rarely as S grows (and the kernels never recompile for S).
     """
-    return int(splits(n_rows, length, block, waves, num_sms()))
+    rule = whole_wave_splits if whole else splits
+    return int(rule(n_rows, length, block, waves, num_sms()))
 
 
 def chunk_for(length: int, n_splits: int, block: int) -> int:

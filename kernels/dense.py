@@ -13,16 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
-                      n_splits_for, pow2_bucket)
+from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, launch_merge, n_splits_for
 from .cache import KVCache
-from sparq_perf.cost.attention import DenseImpl
 
 BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H100 sweep (reports/kernels/dense_sweep.json)
-DENSE_WAVES = DenseImpl.waves  # the grid: splits of S for about this many waves of programs over the SMs
-# up to this many query heads per KV head, the last split program of each KV head merges
-# the partials (no merge launch); the cost model counts the launches from the same number
-FUSED_MERGE_MAX_G = DenseImpl.merge_in_attention_max_g
+# the grid: splits of S for about DENSE_WAVES waves of programs over the SMs (DENSE_WHOLE_WAVES:
+# at most that many, whole_wave_splits)
+DENSE_WAVES = 2.0
+DENSE_WHOLE_WAVES = False
 
 
 @triton.jit
@@ -31,14 +29,11 @@ def _dense_partial_kernel(
     S, chunk, n_splits, qk_scale,
     sQb, sQh, sKb, sKh, sKs, sVb, sVh, sVs,
     HKV,
-    COUNT, VBAR, OUT, sMb, sMh, sYb, sYh,  # the fused merge's counters, (unused) v_bar, output and strides
     G: tl.constexpr,  # query heads per KV head
     GP: tl.constexpr,  # G padded to 16 (tl.dot needs every dimension >= 16)
     D: tl.constexpr, DP: tl.constexpr,
     BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr,  # dots on fp32 operands (interpreter only)
-    SP: tl.constexpr,  # splits rounded up to a power of two (the fused merge)
-    FUSED: tl.constexpr,  # the last split program of each KV head merges (FUSED_MERGE_MAX_G)
 ):
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -75,9 +70,6 @@ def _dense_partial_kernel(
     tl.store(M_PART + row, m_i, mask=gm)
     tl.store(L_PART + row, l_i, mask=gm)
     tl.store(O_PART + row[:, None] * D + offs_d[None, :], acc, mask=gm[:, None] & dm[None, :])
-    if FUSED:
-        last_split_merges(COUNT, O_PART, M_PART, L_PART, M_PART, VBAR, OUT, b, h, n_splits, sMb, sMh, sYb, sYh, HKV,
-                          G, D, DP, SP, False)
 
 
 class DenseWorkspace:
@@ -90,15 +82,13 @@ class DenseWorkspace:
         S = cache.length
         self.S = S
         self.block_n = block_n
-        self.n_splits = n_splits_for(B * cache.n_kv_heads, S, block_n, waves=DENSE_WAVES)
-        self.fused = Hq // cache.n_kv_heads <= FUSED_MERGE_MAX_G
+        self.n_splits = n_splits_for(B * cache.n_kv_heads, S, block_n, DENSE_WAVES, DENSE_WHOLE_WAVES)
         self.chunk = chunk_for(S, self.n_splits, block_n)
         dev = q.device
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=torch.float32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=torch.float32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=torch.float32, device=dev)
         self.out = torch.empty_like(q)
-        self.merge_count = torch.zeros(B * cache.n_kv_heads, dtype=torch.int32, device=dev)  # reset by the merging program
 
 
 def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace | None = None, num_warps=4, num_stages=None):
@@ -114,10 +104,8 @@ def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace |
         q, K, V, ws.o_part, ws.m_part, ws.l_part,
         cache.length, ws.chunk, ws.n_splits, LOG2E / math.sqrt(d),
         q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
-        Hkv, ws.merge_count, cache.v_bar, ws.out, *merge_args(cache.v_bar, ws.out),
-        G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d), BLOCK_N=ws.block_n, UPCAST=INTERPRET, SP=pow2_bucket(ws.n_splits), FUSED=ws.fused, num_warps=num_warps,
-        num_stages=num_stages,
+        Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d),
+        BLOCK_N=ws.block_n, UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages,
     )
-    if not ws.fused:
-        launch_merge(ws.o_part, ws.m_part, ws.l_part, None, cache.v_bar, ws.out, ws.n_splits, mix=False)
+    launch_merge(ws.o_part, ws.m_part, ws.l_part, None, cache.v_bar, ws.out, ws.n_splits, mix=False)
     return ws.out

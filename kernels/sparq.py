@@ -328,6 +328,47 @@ def _kth_largest(key, kk, base, nbits):
 
 
 @triton.jit
+def _shr(x, n):
+    """x >> n for uint32 x and n in [1, 32] (two shifts: a shift by 32 is not defined)."""
+    return (x >> (n - 1).to(tl.uint32)) >> 1
+
+
+@triton.jit
+def _kth_largest_radix(key, kk, base, nbits, DIGIT: tl.constexpr):
+    """_kth_largest by DIGIT bits a round: the nbits rounded up to whole digits, and for each
+    digit a histogram of the keys that share t's bits above it, whose suffix sums give the
+    largest digit value still leaving kk keys at or above t. One histogram (warp ballots and
+    a block merge) a round: ceil(nbits / DIGIT) rounds wait on each other."""
+    BINS: tl.constexpr = 1 << DIGIT
+    bins = tl.arange(0, BINS)
+    rounds = (nbits + DIGIT - 1) // DIGIT
+    top = rounds * DIGIT  # bits from here up: base's, shared by every key counted
+    t = tl.where(top >= 32, tl.zeros([], tl.uint32), (_shr(base, top.to(tl.uint32)) << (top - 1).to(tl.uint32)) << 1)
+    t = tl.where(top == 0, base, t)  # every key equal: nothing to search
+    above = tl.zeros([], tl.int32)  # keys above t's bits so far
+    for j in range(rounds):
+        hi = (top - DIGIT * j).to(tl.uint32)  # t's bits from hi up are fixed
+        shift = hi - DIGIT
+        match = tl.where(hi >= 32, key == key, _shr(key ^ t, hi) == 0)
+        digit = ((key >> shift) & (BINS - 1)).to(tl.int32)
+        h = tl.histogram(digit, BINS, mask=match)
+        at_or_above = tl.sum(h, 0) - tl.cumsum(h, 0) + h  # keys of the digit value or above
+        d = tl.max(tl.where(above + at_or_above >= kk, bins, 0), 0)
+        above += tl.sum(tl.where(bins > d, h, 0), 0)
+        t = t | (d.to(tl.uint32) << shift)
+    return t
+
+
+@triton.jit
+def _kth(key, kk, base, nbits, DIGIT: tl.constexpr):
+    """_kth_largest two bits a round (DIGIT 2), or by histograms of DIGIT bits."""
+    if DIGIT == 2:
+        return _kth_largest(key, kk, base, nbits)
+    else:
+        return _kth_largest_radix(key, kk, base, nbits, DIGIT)
+
+
+@triton.jit
 def _bit_length(x):
     n = tl.zeros([], tl.int32)
     for i in tl.static_range(32):
@@ -336,44 +377,30 @@ def _bit_length(x):
 
 
 @triton.jit
-def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr):
-    """About the rank-th largest key of a row's sample of n <= NS keys, read at
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, DIGIT: tl.constexpr):
+    """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
-    cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits
-    kept); and, where rank_sure > 0, the sure threshold just above the rank_sure-th largest
-    sampled key (its top 16 bits rounded up), else 0xFFFFFFFF. Returns (threshold, sure) as
-    order keys."""
+    cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept);
+    and, where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
+    key (its top 16 bits rounded up), else 0xFFFFFFFF. THRESH[row] = (threshold, sure)."""
+    row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
     key16 = tl.where(in_sample, sample, 0) >> 16
-    t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
+    t = _kth(key16, rank, tl.zeros([], tl.uint32), 16, DIGIT) << 16
+    tl.store(THRESH + 2 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     if rank_sure > 0:
-        h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
+        h = _kth(key16, rank_sure, tl.zeros([], tl.uint32), 16, DIGIT)
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
-    return t, t_sure
-
-
-@triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr):
-    """Grid (rows,): THRESH[row] = (threshold, sure threshold) of the row (_row_thresholds)."""
-    row = tl.program_id(0).to(tl.int64)
-    t, t_sure = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS)
-    tl.store(THRESH + 2 * row, t.to(tl.int32, bitcast=True))
     tl.store(THRESH + 2 * row + 1, t_sure.to(tl.int32, bitcast=True))
 
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr,
-                   # the fused selection (few rows): each program finds its row's thresholds
-                   # itself from the sample (OWN_THRESH) and the last of the row's programs to
-                   # finish picks (PICK; _pick_row from the candidates the others wrote)
-                   SRC, TICKET, row_stride, stride, n_sample, rank, rank_sure, slots,
-                   OWN_THRESH: tl.constexpr, NS: tl.constexpr, PICK: tl.constexpr,
-                   CAPB: tl.constexpr, PICK_TILE: tl.constexpr, ONESHOT: tl.constexpr):
+                   HAS_SURE: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -381,18 +408,13 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOC
     COUNT counter (which counts past cap too). HAS_SURE False: no sure threshold (its
     count and writes compiled out)."""
     row = tl.program_id(0).to(tl.int64)
+    t_lo = tl.load(THRESH + 2 * row).to(tl.uint32, bitcast=True)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
-    if OWN_THRESH:
-        t_lo, t_sure = _row_thresholds(SRC, row, row_stride, stride, n_sample, rank, rank_sure, NS)
-    else:
-        t_lo = tl.load(THRESH + 2 * row).to(tl.uint32, bitcast=True)
-        t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)
-        if HAS_SURE:
-            t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
     take = valid & (key >= t_lo)
     if HAS_SURE:
+        t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
         sure = valid & (key >= t_sure)
         n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
@@ -405,12 +427,6 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOC
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
-    if PICK:
-        tl.debug_barrier()  # every thread's candidates are stored before the ticket is taken
-        ticket = tl.atomic_add(TICKET + row, 1, sem="acq_rel")
-        if ticket == tl.num_programs(1) - 1:
-            tl.store(TICKET + row, 0)
-            _pick_row(SCORES, CKEY, CPOS, COUNT, SURE, IDX, row, S, k, cap, slots, CAPB, PICK_TILE, ONESHOT, ".cg")
 
 
 @triton.jit
@@ -433,21 +449,21 @@ def _add2(a0, b0, a1, b1):
 
 @triton.jit
 def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
-                          CM: tl.constexpr):
+                          DIGIT: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
     tile of candidates at a time, read again."""
     offs = tl.arange(0, CAPB)
     m = offs < c
-    key = tl.load(CKEY + offs, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
+    key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
     if ONESHOT:
-        pos = tl.load(CPOS + offs, mask=m, other=0, cache_modifier=CM)
+        pos = tl.load(CPOS + offs, mask=m, other=0)
     lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth_largest(key, k, base, nbits)
+    t = _kth(key, k, base, nbits, DIGIT)
     gt = m & (key > t)
     n_gt = tl.sum(gt.to(tl.int32), 0)
     if ONESHOT:
@@ -465,24 +481,24 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
         for i0 in range(0, c, TILE):
             i = i0 + toffs
             tm = i < c
-            tkey = tl.load(CKEY + i, mask=tm, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
-            tpos = tl.load(CPOS + i, mask=tm, other=0, cache_modifier=CM)
+            tkey = tl.load(CKEY + i, mask=tm, other=0).to(tl.uint32, bitcast=True)
+            tpos = tl.load(CPOS + i, mask=tm, other=0)
             w_gt, w_eq = _emit(dst, tkey, tpos, tm, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _tile_keys(SRC, i, m, SCORES: tl.constexpr, CM: tl.constexpr):
+def _tile_keys(SRC, i, m, SCORES: tl.constexpr):
     """Order keys of a tile of scores (SCORES) or of candidates' keys; 0 where masked out,
     below every bisection probe."""
     if SCORES:
         key = _order_key(tl.load(SRC + i, mask=m, other=0.0))
     else:
-        key = tl.load(SRC + i, mask=m, other=0, cache_modifier=CM).to(tl.uint32, bitcast=True)
+        key = tl.load(SRC + i, mask=m, other=0).to(tl.uint32, bitcast=True)
     return tl.where(m, key, 0)
 
 
 @triton.jit
-def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, CM: tl.constexpr):
+def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
     """The exact top k of n keys read from memory a tile at a time: a row of scores
     (SCORES: the positions are the indices) or candidates with their positions at POS.
     Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
@@ -498,13 +514,13 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, C
         n_both = tl.zeros([], tl.int32)
         for i0 in range(0, n, TILE):
             i = i0 + offs
-            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES, CM), lo, hi, lo | hi)
+            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES), lo, hi, lo | hi)
             n_lo, n_hi, n_both = n_lo + a, n_hi + b, n_both + c
         t = _narrow(t, k, lo, hi, lo | hi, n_lo, n_hi, n_both)
     n_gt = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
         i = i0 + offs
-        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES, CM) > t).to(tl.int32), 0)
+        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES) > t).to(tl.int32), 0)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
@@ -513,23 +529,26 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr, C
         if SCORES:
             pos = i
         else:
-            pos = tl.load(POS + i, mask=m, other=0, cache_modifier=CM)
-        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES, CM), pos, m, t, n_gt, k, w_gt, w_eq)
+            pos = tl.load(POS + i, mask=m, other=0)
+        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES), pos, m, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
-def _pick_row(SCORES, CKEY, CPOS, COUNT, SURE, IDX, row, S, k, cap, slots, CAPB: tl.constexpr, BLOCK: tl.constexpr,
-              ONESHOT: tl.constexpr, CM: tl.constexpr):
-    """The filter wrote the row's n_sure keys above the sure threshold to its output; the
-    rest, kk = k - n_sure, are the kk largest candidates when those number at least kk (all
-    keys at or above the threshold and below the sure one): picked from them in registers
-    where they fit the pick's slots (CAPB >= slots), else from memory a tile at a time, and
-    written after the sure ones. A sample that missed (more than k sure keys, fewer than kk
-    candidates), or more candidates than their room (cap), and the whole row is searched
-    from memory instead: slow, never wrong. Resets the row's counters for the next call.
-    CM: the cache modifier of the loads of what other programs of the launch wrote."""
-    c = tl.load(COUNT + row, cache_modifier=CM)
-    n_sure = tl.load(SURE + row, cache_modifier=CM)
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
+                 BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
+                 ONESHOT: tl.constexpr,
+                 DIGIT: tl.constexpr):  # bits a round of the search for the k-th largest held key
+    """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
+    output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
+    least kk (all keys at or above the threshold and below the sure one): picked from them
+    in registers where they fit the pick's slots (CAPB >= slots), else from memory a tile
+    at a time, and written after the sure ones. A sample that missed (more than k sure
+    keys, fewer than kk candidates), or more candidates than their room (cap), and the whole
+    row is searched from memory instead: slow, never wrong. Resets the row's counters for
+    the next call."""
+    row = tl.program_id(0).to(tl.int64)
+    c = tl.load(COUNT + row)
+    n_sure = tl.load(SURE + row)
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
     tl.store(SURE + row, 0)
@@ -538,21 +557,12 @@ def _pick_row(SCORES, CKEY, CPOS, COUNT, SURE, IDX, row, S, k, cap, slots, CAPB:
     dst = IDX + row * k + n_sure
     if fits & (c <= slots):
         if kk > 0:
-            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT, CM)
+            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT, DIGIT)
     elif fits & (c <= cap):
         if kk > 0:
-            _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False, CM)
+            _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
     else:
-        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True, CM)
-
-
-@triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
-                 BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr):
-    """Grid (rows,): _pick_row for each row, after the filter's launch."""
-    _pick_row(SCORES, CKEY, CPOS, COUNT, SURE, IDX, tl.program_id(0).to(tl.int64), S, k, cap, slots, CAPB, BLOCK,
-              ONESHOT, "")
+        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -747,10 +757,10 @@ PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
 # the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
 # always / never (tests, tuning)
 SURE_THRESHOLD = None
-# the selection in one launch where the rows are at most this many per SM (None: never):
-# each filter program finds its row's thresholds from the sample itself, and the last of a
-# row's programs to finish picks, so no threshold or pick launch waits on the one before
-SELECT_FUSED_ROWS_PER_SM = 1
+# bits a round of the threshold's and of the pick's search for the k-th largest key: 2 (a
+# block reduction of three counts a round) or 4 (a 16-bin histogram a round)
+THRESH_DIGIT = 2
+PICK_DIGIT = 2
 
 
 def sample_size(S: int) -> int:
@@ -804,14 +814,7 @@ class FilterWorkspace:
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
-        self.ticket = torch.zeros(rows, dtype=torch.int32, device=device)  # the fused selection's, reset by its picker
         self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
-
-
-def fused_select(rows: int) -> bool:
-    """One launch for the selection (thresholds in every filter program, the pick by each
-    row's last one) where the rows are at most SELECT_FUSED_ROWS_PER_SM per SM."""
-    return SELECT_FUSED_ROWS_PER_SM is not None and rows <= SELECT_FUSED_ROWS_PER_SM * num_sms()
 
 
 def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
@@ -833,18 +836,6 @@ def _one_scan_warps(warps: int) -> bool:
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
-def _sample_source(scores, ws: FilterWorkspace, sampled: bool):
-    """(where, row stride, stride) of each row's sample: ws.sample where the score kernel
-    wrote it (sampled), else every sample_stride-th score."""
-    return (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-
-
-def _filter_args(scores, ws: FilterWorkspace, out, sampled: bool):
-    src, row_stride, stride = _sample_source(scores, ws, sampled)
-    return (scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, ws.S, ws.k, ws.cap, ws.block,
-            ws.rank_sure > 0, src, ws.ticket, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, ws.slots)
-
-
 def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold
     and below its sure threshold, ws.n_sure[row] = keys at or above the sure threshold (the
@@ -854,28 +845,20 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     if out is None:
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
-    src, row_stride, stride = _sample_source(scores, ws, sampled)
+    src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
-    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](*_filter_args(scores, ws, out, sampled), OWN_THRESH=False,
-                                                       NS=1, PICK=False, CAPB=1, PICK_TILE=1, ONESHOT=False,
+                                 DIGIT=THRESH_DIGIT,
+                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
                                                        num_warps=4)
     return ws.count
-
-
-def _pick_plan(ws: FilterWorkspace, rows: int):
-    """(CAPB, warps, ONESHOT) of the pick of `rows` rows."""
-    capb = triton.next_power_of_2(ws.slots)
-    warps = pick_warps(capb, rows)
-    return capb, warps, _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
                  sampled=False):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
-    sampled: ws.sample already holds each row's sample (as sparq_score writes it).
-    Few rows (fused_select): one launch, whose programs find their row's thresholds and
-    whose last program of each row picks; else three (threshold, filter, pick)."""
+    sampled: ws.sample already holds each row's sample (as sparq_score writes it)."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -888,15 +871,12 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    capb, warps, oneshot = _pick_plan(ws, rows)
-    if fused_select(rows):
-        _filter_kernel[(rows, triton.cdiv(S, ws.block))](*_filter_args(scores, ws, out, sampled), OWN_THRESH=True,
-                                                        NS=triton.next_power_of_2(ws.n_sample), PICK=True, CAPB=capb,
-                                                        PICK_TILE=PICK_TILE, ONESHOT=oneshot, num_warps=warps)
-        return out
     filter_candidates(scores, ws, sampled, out)
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, S, k, ws.cap, ws.slots, CAPB=capb,
-                          BLOCK=PICK_TILE, ONESHOT=oneshot, num_warps=warps)
+    capb = triton.next_power_of_2(ws.slots)
+    warps = pick_warps(capb, rows)
+    oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
+                          ONESHOT=oneshot, DIGIT=PICK_DIGIT, num_warps=warps)
     return out
 
 

@@ -22,16 +22,8 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed"]
-
-
-@pytest.fixture(params=["one launch", "three launches"], autouse=True)
-def launches(request, monkeypatch):
-    """Every path in both forms of the selection: one launch (each filter program finds its
-    row's thresholds, the last of a row's programs picks) and three (threshold, filter,
-    pick), whatever the rows."""
-    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", 10**6 if request.param == "one launch" else None)
-    return request.param
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "digit-4",
+         "digit-4-sure"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -42,7 +34,8 @@ def select_path(request, monkeypatch):
     register slots); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
     above it written at once, the band below it picked): wherever it exists, and set too
-    low (more than k keys above it: the whole-row fallback)."""
+    low (more than k keys above it: the whole-row fallback). And the searches for the k-th
+    largest four bits a round (16-bin histograms), without and with the sure threshold."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -57,8 +50,11 @@ def select_path(request, monkeypatch):
     if p == "beyond-slots":
         monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n, sure=False: 16 if sure else k)
         monkeypatch.setattr(sparq_module, "PICK_TILE", 128)
-    if p in ("sure", "sure-missed"):
+    if p in ("sure", "sure-missed", "digit-4-sure"):
         monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
+    if p.startswith("digit-4"):  # the searches for the k-th largest by 16-bin histograms
+        monkeypatch.setattr(sparq_module, "THRESH_DIGIT", 4)
+        monkeypatch.setattr(sparq_module, "PICK_DIGIT", 4)
     if p == "sure-missed":
         monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
     return p
@@ -108,12 +104,12 @@ def test_softmax_like_scores():
 
 
 
-def test_filter_keeps_few_candidates_that_hold_the_kth(select_path, launches):
+def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
     """On random scores the sampled threshold lies below the k-th largest (at least k
     candidates) with the candidates fitting their room: the pick runs on them, not the
     whole-row fallback; and their keys are exactly the keys at or above the threshold."""
-    if select_path != "filter" or launches != "three launches":
-        pytest.skip("filter's own thresholds only (the threshold and filter launches)")
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
     rows, S, k = 3, 6000, 375
     scores = torch.randn(rows, S, device=DEV)
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=256)
@@ -127,12 +123,12 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path, launches):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
-def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, launches, monkeypatch):
+def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, monkeypatch):
     """With the sure threshold the filter writes the positions of the keys above it (fewer
     than k) to the output at once, and keeps as candidates only the band below it, which
     holds the k-th largest: together, exactly the keys at or above the lower threshold."""
-    if select_path != "filter" or launches != "three launches":
-        pytest.skip("filter's own thresholds only (the threshold and filter launches)")
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     rows, S, k = 3, 8000, 2000
     scores = torch.randn(rows, S, device=DEV)
@@ -153,11 +149,11 @@ def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, lau
         assert int((scores[row] >= t).sum()) == n_sure[row] + count[row]
 
 
-def test_pick_slots_and_warps(select_path, launches):
+def test_pick_slots_and_warps(select_path):
     """The pick's register slots lie between k's and the cap, hold the expected candidates,
     and take fewer keys per thread (more warps, up to the one-scan limit) only where the
     rows are at most one per SM."""
-    if select_path != "filter" or launches != "three launches":
+    if select_path != "filter":
         pytest.skip("the defaults only")
     from sparq_perf import select_plan
     for S, k in [(32768, 2048), (32768, 128), (131072, 8192), (4096, 2048), (131072, 32768)]:
@@ -181,13 +177,3 @@ def test_pick_slots_and_warps(select_path, launches):
     sms = sparq_module.num_sms()
     assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4
     assert sparq_module.pick_warps(16384, 1) == 16  # 32 warps at 16 keys each: past the one-scan limit
-
-
-def test_one_launch_where_the_rows_are_few(select_path, launches, monkeypatch):
-    if select_path != "filter" or launches != "three launches":
-        pytest.skip("the rule only")
-    sms = sparq_module.num_sms()
-    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", 1)
-    assert sparq_module.fused_select(sms) and not sparq_module.fused_select(sms + 1)
-    monkeypatch.setattr(sparq_module, "SELECT_FUSED_ROWS_PER_SM", None)
-    assert not sparq_module.fused_select(1)

@@ -64,10 +64,6 @@ class SparqImpl:
 @dataclass(frozen=True)
 class DenseImpl:
     launches: int = 2  # split-KV attention + log-sum-exp merge
-    # up to this many query heads per KV head, the last split program of each KV head merges
-    # the partials itself: one launch fewer (the kernels' dense FUSED_MERGE_MAX_G)
-    merge_in_attention_max_g: int = 1
-    waves: float = 2.0  # the kernels' grid: splits of S for about this many waves over the compute units
 
 
 def _pairs(w: Workload):
@@ -93,8 +89,7 @@ def dense_attention_cost(w: Workload, impl: DenseImpl = DenseImpl()) -> PhaseCos
     reads = {"K": n * S * d * e, "V": n * S * d * e, "q": n * g * d * a}
     writes = {"out": n * g * d * a}
     flops = n * g * S * (4.0 * d + SOFTMAX_FLOPS_PER_SCORE)
-    launches = impl.launches - (1 if w.group_size <= impl.merge_in_attention_max_g else 0)
-    return PhaseCost(P.DENSE_ATTENTION, reads, writes, flops, launches)
+    return PhaseCost(P.DENSE_ATTENTION, reads, writes, flops, impl.launches)
 
 
 def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:

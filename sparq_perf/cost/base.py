@@ -72,6 +72,15 @@ def splits(rows, length, block, waves, compute_units):
     return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
 
 
+def whole_wave_splits(rows, length, block, waves, compute_units):
+    """Splits of `length` so that rows * splits programs fit in `waves` waves over the compute
+    units (at most waves * units programs: no wave left part-filled past them), at least one,
+    at most one per block (the dense kernel's grid rule)."""
+    rows = np.asarray(rows, np.float64)
+    want = np.maximum(1.0, np.floor(np.asarray(waves, np.float64) * compute_units / rows))
+    return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
+
+
 @dataclass(frozen=True)
 class SplitGrid:
     """A split kernel's grid (rows, splits of `length` in blocks): `waves` over the compute
