@@ -3,12 +3,14 @@ searches for the k-th largest key, and the score's and attend's grids.
 
 - dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
   reference first, timed beside torch SDPA on the same caches;
-- selection alone on fp32 random scores, its threshold's and pick's searches two bits a
-  round or by 16-bin histograms (THRESH_DIGIT, PICK_DIGIT), checked against torch.topk
-  first, timed beside it;
-- the whole SparQ step (1/8: r=16, k=S/16) with each variant, checked against the float64
-  reference of Algorithm 1 (batch element 0, the kernel's positions) and torch.topk first.
-Inputs rotate over sets covering 5x L2 as `measure` does.
+- selection alone on fp32 random scores, checked against torch.topk first, timed beside it;
+- the whole SparQ step (1/8: r=16, k=S/16) with each variant of the score's and attend's
+  grids, checked against the float64 reference of Algorithm 1 (batch element 0, the
+  kernel's positions) and torch.topk first.
+Inputs rotate over sets covering 5x L2 as `measure` does. The committed runs at fb61c1c and
+191aca3 (reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
+and no longer have (experiments/NOTES.md): the selection in one launch, the dense merge by
+its last split program, the searches for the k-th largest by 16-bin histograms.
 
     python experiments/tune_fixed.py --out DIR
 Writes tune_fixed.json (every timed row) and prints the best settings per shape.
@@ -41,13 +43,10 @@ DENSE_SHAPES = [(1, 8192, 32), (1, 16384, 32), (1, 32768, 32), (1, 131072, 32), 
 DENSE_GRID = [(False, 2.0, 128), (False, 4.0, 64), (True, 1.0, 128), (True, 2.0, 128), (True, 2.0, 64), (True, 4.0, 64)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
-SELECT_FORMS = {f"digits {a}/{b}": {"THRESH_DIGIT": a, "PICK_DIGIT": b} for a, b in ((2, 2), (4, 4), (2, 4), (4, 2))}
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
                (64, 4096, 32), (16, 32768, 32)]
-STEP_VARIANTS = [{}, {"THRESH_DIGIT": 4, "PICK_DIGIT": 4}, {"ATTEND_WAVES_FEW": 4.0}, {"SCORE_WAVES": 4.0},
-                 {"SCORE_WAVES": 16.0}, {"SCORE_TOPR_KERNEL": False}]
-STEP_DEFAULTS = {n: getattr(sp, n) for n in ("THRESH_DIGIT", "PICK_DIGIT", "ATTEND_WAVES_FEW", "SCORE_WAVES",
-                                             "SCORE_TOPR_KERNEL")}
+STEP_VARIANTS = [{}, {"ATTEND_WAVES_FEW": 4.0}, {"SCORE_WAVES": 4.0}, {"SCORE_WAVES": 16.0}, {"SCORE_TOPR_KERNEL": False}]
+STEP_DEFAULTS = {n: getattr(sp, n) for n in ("ATTEND_WAVES_FEW", "SCORE_WAVES", "SCORE_TOPR_KERNEL")}
 
 
 def caches_and_queries(B, S, Hkv, gen):
@@ -87,21 +86,16 @@ def tune_select(gen, res):
         base = dict(kind="select", rows=rows, S=S, k=k)
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(base, config="torch.topk", us=t["median_s"] * 1e6))
-        for name, cfg in SELECT_FORMS.items():
-            for a, v in cfg.items():
-                setattr(sp, a, v)
-            outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
-            wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
-            for _ in range(2):  # the second call finds the counters the first left
-                outs[0].fill_(-1)
-                sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
-                if not same_topk(scores[0], outs[0], k):
-                    raise RuntimeError(f"selection != torch.topk at {base} {name}")
-            t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
-                           target_s=0.05)
-            res.append(dict(base, config=name, us=t["median_s"] * 1e6))
-        for a in ("THRESH_DIGIT", "PICK_DIGIT"):
-            setattr(sp, a, STEP_DEFAULTS[a])
+        outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
+        wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
+        for _ in range(2):  # the second call finds the counters the first left
+            outs[0].fill_(-1)
+            sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
+            if not same_topk(scores[0], outs[0], k):
+                raise RuntimeError(f"selection != torch.topk at {base}")
+        t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
+                       target_s=0.05)
+        res.append(dict(base, config="ours", us=t["median_s"] * 1e6))
         print("select", rows, S, k, flush=True)
 
 

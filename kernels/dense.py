@@ -15,12 +15,17 @@ import triton.language as tl
 
 from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, launch_merge, n_splits_for
 from .cache import KVCache
+from sparq_perf.cost.attention import DenseImpl
 
 BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H100 sweep (reports/kernels/dense_sweep.json)
-# the grid: splits of S for about DENSE_WAVES waves of programs over the SMs (DENSE_WHOLE_WAVES:
-# at most that many, whole_wave_splits)
-DENSE_WAVES = 2.0
-DENSE_WHOLE_WAVES = False
+# the grid: splits of S for at most DENSE_WAVES whole waves of programs over the SMs
+# (whole_wave_splits; one program of 128 positions and 4 stages is resident per SM), so no
+# part-filled wave follows the full ones. H200 (reports/kernels/tune_fixed_*.json), speed
+# over SDPA, about 2 waves (the rule before, DENSE_WHOLE_WAVES False) -> one whole wave:
+# B=1 S=8k 0.934 -> 1.010, 32k 0.926 -> 0.994, 128k 1.070 -> 1.134, GQA B=1 S=32k 0.920
+# -> 1.019; from 256 rows one split either way (0.98-0.99)
+DENSE_WAVES = DenseImpl.waves
+DENSE_WHOLE_WAVES = DenseImpl.whole_waves
 
 
 @triton.jit

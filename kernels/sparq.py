@@ -328,47 +328,6 @@ def _kth_largest(key, kk, base, nbits):
 
 
 @triton.jit
-def _shr(x, n):
-    """x >> n for uint32 x and n in [1, 32] (two shifts: a shift by 32 is not defined)."""
-    return (x >> (n - 1).to(tl.uint32)) >> 1
-
-
-@triton.jit
-def _kth_largest_radix(key, kk, base, nbits, DIGIT: tl.constexpr):
-    """_kth_largest by DIGIT bits a round: the nbits rounded up to whole digits, and for each
-    digit a histogram of the keys that share t's bits above it, whose suffix sums give the
-    largest digit value still leaving kk keys at or above t. One histogram (warp ballots and
-    a block merge) a round: ceil(nbits / DIGIT) rounds wait on each other."""
-    BINS: tl.constexpr = 1 << DIGIT
-    bins = tl.arange(0, BINS)
-    rounds = (nbits + DIGIT - 1) // DIGIT
-    top = rounds * DIGIT  # bits from here up: base's, shared by every key counted
-    t = tl.where(top >= 32, tl.zeros([], tl.uint32), (_shr(base, top.to(tl.uint32)) << (top - 1).to(tl.uint32)) << 1)
-    t = tl.where(top == 0, base, t)  # every key equal: nothing to search
-    above = tl.zeros([], tl.int32)  # keys above t's bits so far
-    for j in range(rounds):
-        hi = (top - DIGIT * j).to(tl.uint32)  # t's bits from hi up are fixed
-        shift = hi - DIGIT
-        match = tl.where(hi >= 32, key == key, _shr(key ^ t, hi) == 0)
-        digit = ((key >> shift) & (BINS - 1)).to(tl.int32)
-        h = tl.histogram(digit, BINS, mask=match)
-        at_or_above = tl.sum(h, 0) - tl.cumsum(h, 0) + h  # keys of the digit value or above
-        d = tl.max(tl.where(above + at_or_above >= kk, bins, 0), 0)
-        above += tl.sum(tl.where(bins > d, h, 0), 0)
-        t = t | (d.to(tl.uint32) << shift)
-    return t
-
-
-@triton.jit
-def _kth(key, kk, base, nbits, DIGIT: tl.constexpr):
-    """_kth_largest two bits a round (DIGIT 2), or by histograms of DIGIT bits."""
-    if DIGIT == 2:
-        return _kth_largest(key, kk, base, nbits)
-    else:
-        return _kth_largest_radix(key, kk, base, nbits, DIGIT)
-
-
-@triton.jit
 def _bit_length(x):
     n = tl.zeros([], tl.int32)
     for i in tl.static_range(32):
@@ -377,7 +336,7 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, DIGIT: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
@@ -389,11 +348,11 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     in_sample = i < n
     sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
     key16 = tl.where(in_sample, sample, 0) >> 16
-    t = _kth(key16, rank, tl.zeros([], tl.uint32), 16, DIGIT) << 16
+    t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
     tl.store(THRESH + 2 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     if rank_sure > 0:
-        h = _kth(key16, rank_sure, tl.zeros([], tl.uint32), 16, DIGIT)
+        h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
     tl.store(THRESH + 2 * row + 1, t_sure.to(tl.int32, bitcast=True))
 
@@ -448,8 +407,7 @@ def _add2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr,
-                          DIGIT: tl.constexpr):
+def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr):
     """The k-th largest of c >= k candidates by bisection over only the bits in which they
     differ (their keys held in registers), then the positions above it and as many of its
     ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
@@ -463,7 +421,7 @@ def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.co
     nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
     sh = tl.minimum(nbits, 31).to(tl.uint32)
     base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth(key, k, base, nbits, DIGIT)
+    t = _kth_largest(key, k, base, nbits)
     gt = m & (key > t)
     n_gt = tl.sum(gt.to(tl.int32), 0)
     if ONESHOT:
@@ -536,8 +494,7 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
 @triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr,
-                 DIGIT: tl.constexpr):  # bits a round of the search for the k-th largest held key
+                 ONESHOT: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
     least kk (all keys at or above the threshold and below the sure one): picked from them
@@ -557,7 +514,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: t
     dst = IDX + row * k + n_sure
     if fits & (c <= slots):
         if kk > 0:
-            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT, DIGIT)
+            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT)
     elif fits & (c <= cap):
         if kk > 0:
             _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
@@ -757,10 +714,6 @@ PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
 # the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
 # always / never (tests, tuning)
 SURE_THRESHOLD = None
-# bits a round of the threshold's and of the pick's search for the k-th largest key: 2 (a
-# block reduction of three counts a round) or 4 (a 16-bin histogram a round)
-THRESH_DIGIT = 2
-PICK_DIGIT = 2
 
 
 def sample_size(S: int) -> int:
@@ -847,7 +800,6 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                                 DIGIT=THRESH_DIGIT,
                                  num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
                                                        ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
@@ -876,7 +828,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
-                          ONESHOT=oneshot, DIGIT=PICK_DIGIT, num_warps=warps)
+                          ONESHOT=oneshot, num_warps=warps)
     return out
 
 

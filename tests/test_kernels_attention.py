@@ -288,6 +288,25 @@ def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monke
         assert float(grid.programs(units)) == B * Hkv * st.n_splits, (B, Hq, Hkv, k, units)
 
 
+def test_dense_grid_is_whole_waves(monkeypatch):
+    """The dense kernel's splits: at most one whole wave of programs over the SMs (hand
+    counts at 132 SMs), at least one, at most one per block of 128 positions."""
+    from sparq_perf.cost.base import whole_wave_splits
+    from sparq_perf.kernels import _common
+    from sparq_perf.kernels.dense import DenseWorkspace
+
+    # 32 rows: 132 // 32 = 4 splits (128 programs); 8 rows: 16; 256 rows: 1; one row of
+    # 1000 positions: 8 blocks, so 8 splits (not 132)
+    for rows, S, want in [(32, 32768, 4), (8, 32768, 16), (256, 32768, 1), (1, 1000, 8), (132, 4096, 1), (66, 4096, 2)]:
+        assert whole_wave_splits(rows, S, 128, 1.0, 132) == want, (rows, S)
+    monkeypatch.setattr(_common, "num_sms", lambda device_index=0: 132)
+    for B, Hkv, S, want in [(1, 4, 4096, 32), (2, 4, 4096, 16), (40, 4, 512, 1)]:
+        q = torch.zeros(B, 4, 64)
+        cache = KVCache.empty(B, Hkv, S, 64, device="cpu")
+        cache.length = S
+        assert DenseWorkspace(q, cache).n_splits == want, (B, Hkv, S)
+
+
 @pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
 def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l):
     """sparq_score stores each row's sample (the scores at every stride-th position) as it

@@ -32,19 +32,17 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "rank_sure": "i32", "NS": "constexpr", "DIGIT": "constexpr"}, {"NS": 8192, "DIGIT": 2}, 16),
+                           "rank_sure": "i32", "NS": "constexpr"}, {"NS": 8192}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX"), I32),
                         "S": "i32", "k": "i32", "cap": "i32", "BLOCK": "constexpr", "HAS_SURE": "constexpr"},
      {"BLOCK": 2048, "HAS_SURE": True}, 4),
     ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "SURE": I32, "IDX": I32, "S": "i32", "k": "i32",
-                      "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "DIGIT"), "constexpr")},
-     {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True, "DIGIT": 2}, 4),
+                      "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
+     {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True}, 4),
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
                       "HKV": "i32", **dict.fromkeys(("G", "GP", "D", "DP", "RP"), "constexpr")},
      {"G": 4, "GP": 16, "D": 128, "DP": 128, "RP": 16}, 4),
 ]
-for name in ("_threshold_kernel", "_pick_kernel"):  # the searches by 16-bin histograms
-    CASES.append(next((n, sig, {**c, "DIGIT": 4}, w) for n, sig, c, w in CASES if n == name))
 SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCORES", "SAMPLE", "INV_TAU", "M_PART", "L_PART"), "*fp32"),
              "I1": I32, **dict.fromkeys(("S", "S_load", "chunk", "n_chunks", "l_window", "r", "s_stride", "n_sample", "sQb", "sQh",
                                          "sTb", "sTh", "sTd", "sMb", "sMh", "HKV"), "i32"),
@@ -77,7 +75,6 @@ for name, sig, consts, warps in CASES:
         continue
     ptx = k.asm["ptx"]
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "")
-    name = name + (" digit 4" if consts.get("DIGIT") == 4 else "")
     out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
 print(json.dumps(out))
 '''
@@ -92,7 +89,6 @@ def test_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_threshold_kernel digit 4": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok",
-                   "_pick_kernel digit 4": "ok", "_topr_kernel": "ok",
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_dense_partial_kernel": "ok"}, res

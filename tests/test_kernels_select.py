@@ -22,8 +22,7 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "digit-4",
-         "digit-4-sure"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -34,8 +33,7 @@ def select_path(request, monkeypatch):
     register slots); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
     above it written at once, the band below it picked): wherever it exists, and set too
-    low (more than k keys above it: the whole-row fallback). And the searches for the k-th
-    largest four bits a round (16-bin histograms), without and with the sure threshold."""
+    low (more than k keys above it: the whole-row fallback)."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -50,11 +48,8 @@ def select_path(request, monkeypatch):
     if p == "beyond-slots":
         monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n, sure=False: 16 if sure else k)
         monkeypatch.setattr(sparq_module, "PICK_TILE", 128)
-    if p in ("sure", "sure-missed", "digit-4-sure"):
+    if p in ("sure", "sure-missed"):
         monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
-    if p.startswith("digit-4"):  # the searches for the k-th largest by 16-bin histograms
-        monkeypatch.setattr(sparq_module, "THRESH_DIGIT", 4)
-        monkeypatch.setattr(sparq_module, "PICK_DIGIT", 4)
     if p == "sure-missed":
         monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
     return p

@@ -64,6 +64,10 @@ class SparqImpl:
 @dataclass(frozen=True)
 class DenseImpl:
     launches: int = 2  # split-KV attention + log-sum-exp merge
+    # the kernels' grid: splits of S for at most `waves` whole waves of programs over the
+    # compute units (whole_waves; else about `waves`, a part-filled last one)
+    waves: float = 1.0
+    whole_waves: bool = True
 
 
 def _pairs(w: Workload):
