@@ -1,18 +1,19 @@
 """Fixed costs where the rows are few, on one GPU: the dense kernel's grid, the selection's
-searches for the k-th largest key, and the score's and attend's grids.
+sure threshold, and the score's and attend's tiles.
 
 - dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
   reference first, timed beside torch SDPA on the same caches;
-- selection alone on fp32 random scores, checked against torch.topk first, timed beside it;
-- the whole SparQ step (1/8: r=16, k=S/16) with each variant of the score's and attend's
-  grids, checked against the float64 reference of Algorithm 1 (batch element 0, the
-  kernel's positions) and torch.topk first.
+- selection alone on fp32 random scores, as by default and with the sure threshold wherever
+  there is one, checked against torch.topk first, timed beside it;
+- the whole SparQ step (1/8: r=16, k=S/16) with each variant (the sure threshold, the
+  attend's and score's tiles, warps and stages), checked against the float64 reference of
+  Algorithm 1 (batch element 0, the kernel's positions) and torch.topk first.
 Inputs rotate over sets covering 5x L2 as `measure` does. The committed runs at fb61c1c and
 191aca3 (reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
 and no longer have (experiments/NOTES.md): the selection in one launch, the dense merge by
 its last split program, the searches for the k-th largest by 16-bin histograms.
 
-    python experiments/tune_fixed.py --out DIR
+    python experiments/tune_fixed.py --out DIR [--parts select,step,dense]
 Writes tune_fixed.json (every timed row) and prints the best settings per shape.
 """
 from __future__ import annotations
@@ -45,8 +46,11 @@ SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 1310
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
                (64, 4096, 32), (16, 32768, 32)]
-STEP_VARIANTS = [{}, {"ATTEND_WAVES_FEW": 4.0}, {"SCORE_WAVES": 4.0}, {"SCORE_WAVES": 16.0}, {"SCORE_TOPR_KERNEL": False}]
-STEP_DEFAULTS = {n: getattr(sp, n) for n in ("ATTEND_WAVES_FEW", "SCORE_WAVES", "SCORE_TOPR_KERNEL")}
+STEP_VARIANTS = [{}, {"SURE_THRESHOLD": True}, {"BLOCK_K": 32}, {"ATTEND_STAGES": 2}, {"ATTEND_STAGES": 4},
+                 {"ATTEND_WARPS": 8}, {"BLOCK_S": 512}, {"SCORE_WARPS": 8}]
+STEP_DEFAULTS = {n: getattr(sp, n) for n in {n for v in STEP_VARIANTS for n in v}}
+# the selection alone: its defaults, and the sure threshold wherever there is one
+SELECT_VARIANTS = [{}, {"SURE_THRESHOLD": True}]
 
 
 def caches_and_queries(B, S, Hkv, gen):
@@ -86,16 +90,21 @@ def tune_select(gen, res):
         base = dict(kind="select", rows=rows, S=S, k=k)
         t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
         res.append(dict(base, config="torch.topk", us=t["median_s"] * 1e6))
-        outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
-        wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
-        for _ in range(2):  # the second call finds the counters the first left
-            outs[0].fill_(-1)
-            sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
-            if not same_topk(scores[0], outs[0], k):
-                raise RuntimeError(f"selection != torch.topk at {base}")
-        t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
-                       target_s=0.05)
-        res.append(dict(base, config="ours", us=t["median_s"] * 1e6))
+        for cfg in SELECT_VARIANTS:
+            for name, value in {**STEP_DEFAULTS, **cfg}.items():
+                setattr(sp, name, value)
+            outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
+            wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
+            for _ in range(2):  # the second call finds the counters the first left
+                outs[0].fill_(-1)
+                sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
+                if not same_topk(scores[0], outs[0], k):
+                    raise RuntimeError(f"selection != torch.topk at {base} {cfg}")
+            t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
+                           target_s=0.05)
+            res.append(dict(base, config=cfg, sure=wss[0].sure, us=t["median_s"] * 1e6))
+        for name, value in STEP_DEFAULTS.items():
+            setattr(sp, name, value)
         print("select", rows, S, k, flush=True)
 
 
@@ -125,6 +134,7 @@ def tune_step(gen, res):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
+    ap.add_argument("--parts", default="select,step,dense", help="which of select, step, dense to run")
     args = ap.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(21)
     res = []
@@ -133,8 +143,9 @@ def main(argv=None):
             "git_commit": os.environ.get("GIT_COMMIT", "unknown"), "sms": sp.num_sms()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for part in (tune_select, tune_step, tune_dense):
-        part(gen, res)
+    parts = {"select": tune_select, "step": tune_step, "dense": tune_dense}
+    for name in args.parts.split(","):
+        parts[name](gen, res)
         with open(out / "tune_fixed.json", "w") as f:  # after each part: what ran is kept if a later one does not
             json.dump({"provenance": prov, "rows": res}, f, indent=0)
     groups = {}
@@ -142,7 +153,7 @@ def main(argv=None):
         key = (x["kind"], x.get("B", x.get("rows")), x["S"], x.get("Hkv", x.get("k")), x.get("phase", ""))
         groups.setdefault(key, []).append(x)
     for key, xs in groups.items():
-        ref = [x["us"] for x in xs if x["config"] in ("sdpa", "torch.topk", {})]
+        ref = [x["us"] for x in xs if x["config"] in ("sdpa", "torch.topk")] or [x["us"] for x in xs if x["config"] == {}]
         best = sorted(xs, key=lambda x: x["us"])[:3]
         print(key, "ref/default %.1f" % ref[0] if ref else "", [(x["config"], round(x["us"], 1)) for x in best])
 
