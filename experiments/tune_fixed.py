@@ -8,7 +8,9 @@ sure threshold, and the score's and attend's tiles.
 - the whole SparQ step (1/8: r=16, k=S/16) with each variant (the sure threshold, the
   attend's and score's tiles, warps and stages), checked against the float64 reference of
   Algorithm 1 (batch element 0, the kernel's positions) and torch.topk first.
-Inputs rotate over sets covering 5x L2 as `measure` does. The committed runs at fb61c1c and
+Inputs rotate over up to 4 sets, enough to cover 5x L2 where the working set is 3 MB or more
+(smaller ones stay in L2 between calls). Score tile variants (BLOCK_S) act only where a group
+has one head and r <= 16. The committed runs at fb61c1c and
 191aca3 (reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
 and no longer have (experiments/NOTES.md): the selection in one launch, the dense merge by
 its last split program, the searches for the k-th largest by 16-bin histograms.
@@ -38,9 +40,9 @@ from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 H_Q, D = 32, 128
 DENSE_SHAPES = [(1, 8192, 32), (1, 16384, 32), (1, 32768, 32), (1, 131072, 32), (1, 32768, 8), (8, 16384, 32),
                 (16, 32768, 8), (64, 8192, 8)]
-# (whole waves, waves, BLOCK_N): the current rule (about `waves` waves, a part-filled last
-# one) and at most whole waves of resident programs (one a SM at 128 positions and 4 stages,
-# two at 64)
+# (whole waves, waves, BLOCK_N): the rule before acdda27 (about `waves` waves, a part-filled
+# last one; (False, 2.0, 128)) and at most whole waves of resident programs (one a SM at 128
+# positions and 4 stages, two at 64; (True, 1.0, 128) is the kernels' default now)
 DENSE_GRID = [(False, 2.0, 128), (False, 4.0, 64), (True, 1.0, 128), (True, 2.0, 128), (True, 2.0, 64), (True, 4.0, 64)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]

@@ -23,7 +23,7 @@ BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H
 # part-filled wave follows the full ones. H200 (reports/kernels/tune_fixed_*.json), speed
 # over SDPA, about 2 waves (the rule before, DENSE_WHOLE_WAVES False) -> one whole wave:
 # B=1 S=8k 0.934 -> 1.010, 32k 0.926 -> 0.994, 128k 1.070 -> 1.134, GQA B=1 S=32k 0.920
-# -> 1.019; from 256 rows one split either way (0.98-0.99)
+# -> 1.019; from 264 rows (2 x 132 SMs) one split either way (0.98-0.99)
 DENSE_WAVES = DenseImpl.waves
 DENSE_WHOLE_WAVES = DenseImpl.whole_waves
 

@@ -12,11 +12,7 @@ bf16 operands land between 1e-3 and 1e-2).
 """
 import os
 
-# Before triton is imported. On a GPU machine run with TRITON_INTERPRET=0 to test the
-# compiled kernels on the GPU (setdefault leaves an explicit setting alone).
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest
+import pytest  # conftest.py has set TRITON_INTERPRET (the interpreter unless set) before triton loads
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
@@ -300,7 +296,8 @@ def test_dense_grid_is_whole_waves(monkeypatch):
     for rows, S, want in [(32, 32768, 4), (8, 32768, 16), (256, 32768, 1), (1, 1000, 8), (132, 4096, 1), (66, 4096, 2)]:
         assert whole_wave_splits(rows, S, 128, 1.0, 132) == want, (rows, S)
     monkeypatch.setattr(_common, "num_sms", lambda device_index=0: 132)
-    for B, Hkv, S, want in [(1, 4, 4096, 32), (2, 4, 4096, 16), (40, 4, 512, 1)]:
+    # 40 rows of 32k: 3 splits (the rule before, about two waves, gave 7)
+    for B, Hkv, S, want in [(1, 4, 4096, 32), (2, 4, 4096, 16), (10, 4, 32768, 3), (40, 4, 512, 1)]:
         q = torch.zeros(B, 4, 64)
         cache = KVCache.empty(B, Hkv, S, 64, device="cpu")
         cache.length = S

@@ -11,11 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-# Before triton is imported, as the other kernel tests do, whichever of them runs first
-# (the compile itself runs in a child process with the interpreter off).
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("triton")

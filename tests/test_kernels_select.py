@@ -6,11 +6,7 @@ positions are taken may differ, so sets are compared by their sorted values.
 """
 import os
 
-# Before triton is imported. On a GPU machine run with TRITON_INTERPRET=0 to test the
-# compiled kernels on the GPU (setdefault leaves an explicit setting alone).
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest
+import pytest  # conftest.py has set TRITON_INTERPRET (the interpreter unless set) before triton loads
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")

@@ -65,7 +65,8 @@ class SparqImpl:
 class DenseImpl:
     launches: int = 2  # split-KV attention + log-sum-exp merge
     # the kernels' grid: splits of S for at most `waves` whole waves of programs over the
-    # compute units (whole_waves; else about `waves`, a part-filled last one)
+    # compute units (whole_waves; else about `waves`, a part-filled last one). Kept here
+    # beside the SparQ grid; the dense cost has no program term, so it does not read them
     waves: float = 1.0
     whole_waves: bool = True
 
