@@ -25,8 +25,11 @@ def fit_message(pred) -> str:
              f"({fmt_bytes(sm[f'{m}.over_bytes'])} over)" if not sm[f"{m}.fits"]
              else f"{METHOD_LABEL.get(m, m)} fits ({fmt_bytes(sm[f'{m}.memory_bytes'])})" for m in pred.methods]
     largest = ", ".join(f"{METHOD_LABEL.get(m, m)} {sm[f'{m}.max_batch']}" for m in pred.methods)
+    why = ""
+    if sm["weights_bytes"] >= sm["usable_bytes"]:  # no batch fits: say so rather than only "0"
+        why = f" (the {s.weight_dtype} weights alone, {fmt_bytes(sm['weights_bytes'])}, do not fit)"
     return (f"{s.model.name} at batch {s.batch}, S={s.seq_len} does not fit the {fmt_bytes(sm['usable_bytes'])} usable "
-            f"on {s.hw.name}: {'; '.join(parts)}; largest batch that fits: {largest}")
+            f"on {s.hw.name}: {'; '.join(parts)}; largest batch that fits: {largest}{why}")
 
 
 def print_prediction(pred) -> None:

@@ -91,6 +91,10 @@ def test_model_that_does_not_fit_says_by_how_much_and_the_largest_batch():
     # without --require-fit it predicts anyway and warns on stderr
     p = run("predict", "--gpu", "h100-sxm", "--seq", "4k", "--batch", "64")
     assert p.returncode == 0 and "largest batch that fits: dense 27, SparQ 18" in p.stderr
+    assert "weights alone" not in p.stderr
+    # llama3-70b's bf16 weights (70.6e9 parameters, 141 GB) exceed an H100's 73.6 GB usable: no batch fits
+    p = run("predict", "--gpu", "h100-sxm", "--model", "llama3-70b", "--seq", "4k", "--require-fit")
+    assert_one_line_error(p, "largest batch that fits: dense 0, SparQ 0", "the bf16 weights alone, 141 GB, do not fit")
 
 
 def test_bad_yaml_profile_is_one_line(tmp_path):
