@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the interactive, self-contained HTML report")
     p.add_argument("--measurements", action="append", default=[],
                    help="folder written by `measure` (repeatable; default: every reports/*/rows.csv)")
+    p.add_argument("--benchmark", action="append", default=[], dest="benchmarks",
+                   help="kernels.json written by experiments/bench_kernels.py (repeatable; default: "
+                        "reports/kernels/kernels.json and reports/kernels/*/kernels.json)")
     p.add_argument("--out", default="reports/index.html", help="HTML file to write (default reports/index.html)")
 
     p = sub.add_parser("profiles", help="list hardware profiles with their key figures")

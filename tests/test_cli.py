@@ -130,3 +130,9 @@ def test_measure_refit_needs_no_gpu_and_fits_the_selection_serial_term(tmp_path)
     assert "serial_s_per_item" not in cal["phases"]["dense_decode"]
     (tmp_path / "rows.csv").unlink()
     assert_one_line_error(run("measure", "--refit", "--out", str(tmp_path)), "--refit needs", "rows.csv")
+
+
+def test_report_with_a_missing_benchmark_is_one_line(tmp_path):
+    pytest.importorskip("plotly")
+    p = run("report", "--benchmark", str(tmp_path / "nothere.json"), "--out", str(tmp_path / "r.html"))
+    assert_one_line_error(p, "nothere.json", "cannot read the kernel benchmark")

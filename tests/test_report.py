@@ -87,13 +87,14 @@ def test_settings_label_rows_and_shared_points_appear_under_both(small_rows):
 
 @pytest.fixture(scope="module")
 def small_views(small_rows):
-    return {v.id: v for v in B.views(B.frame(small_rows), B.frame(measured_like(small_rows, FACTORS)))}
+    return {v.id: v for v in B.views(B.frame(small_rows), B.frame(measured_like(small_rows, FACTORS)), [BENCH])}
 
 
 def test_every_view_has_a_valid_figure_for_every_selection(small_views):
     n = {"fig-speedup": 2 * 2 * 2, "fig-roofline": 2 * 2 * 2 * 4, "fig-phases": 2 * 2 * 2 * 4,
          "fig-accuracy": 1, "fig-memory": 2 * 2 * 2, "fig-heatmap": 2 * 2 * 4,
-         "fig-rivals": 2 * 2 * 2 * 3}  # rivals: the three settings that are a target compression
+         "fig-rivals": 2 * 2 * 2 * 3,  # rivals: the three settings that are a target compression
+         "fig-kernels": 1}
     for vid, view in small_views.items():
         assert len(view.states) == n[vid], vid
         for key, fig in view.states.items():
@@ -251,6 +252,48 @@ def test_no_measurements_gives_a_note_with_how_to_measure(small_rows, tmp_path):
     assert 'id="fig-accuracy"' not in page
 
 
+def _bench_row(B_, S, Hkv, sdpa_us, dense_us, step_us, ideal):
+    t = f"r16k{S // 16}"
+    return {"B": B_, "S": S, "Hkv": Hkv, "sdpa_us": sdpa_us, "dense_us": dense_us, "dense_vs_sdpa": sdpa_us / dense_us,
+            "dense_vs_copy": 0.9, f"{t}_us": step_us, f"{t}_speedup": min(sdpa_us, dense_us) / step_us,
+            f"{t}_ideal": ideal, f"{t}_frac_ideal": min(sdpa_us, dense_us) / step_us / ideal, f"{t}_score_us": 1.0,
+            f"{t}_select_us": 2.0, f"{t}_attend_us": 3.0}
+
+
+BENCH = {"device": "Test GPU", "commit": "abc123", "date": "2026-12-02", "path": "kernels.json",
+         "summary": [_bench_row(1, 32768, 32, 128.0, 125.0, 50.0, 8.0), _bench_row(16, 32768, 8, 480.0, 500.0, 160.0, 7.9)]}
+
+
+def test_kernel_benchmark_figure_shows_the_summary():
+    """Left: our dense over SDPA at each shape (128/125 = 1.024, 480/500 = 0.96); right: SparQ's
+    step over the faster dense (125/50 = 2.5x, 480/160 = 3x) beside its ideal (8, 7.9)."""
+    fig = F.kernel_benchmark_figure([BENCH])
+    go.Figure(fig)  # a valid Plotly figure
+    dense, sparq, ideal = fig["data"]
+    assert dense["x"] == ["B=1 S=32k MHA", "B=16 S=32k GQA 8 KV"] == sparq["x"]
+    assert dense["y"] == [1.024, 0.96] and sparq["y"] == [2.5, 3.0] and ideal["y"] == [8.0, 7.9]
+    assert dense["customdata"][0][:2] == [128.0, 125.0] and sparq["customdata"][1][0] == 160.0
+    assert any(sh["y0"] == F.DENSE_TARGET for sh in fig["layout"]["shapes"])
+
+
+def test_benchmarks_are_read_from_bench_kernels_output(small_rows, tmp_path):
+    good = tmp_path / "kernels.json"
+    good.write_text(json.dumps({"provenance": {"device": "Test GPU", "git_commit": "abc123", "date": "today"},
+                                "summary": BENCH["summary"]}))
+    (bench,) = B.load_benchmarks([good])
+    assert bench["device"] == "Test GPU" and bench["summary"] == BENCH["summary"]
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(UserError, match="not a kernel benchmark"):
+        B.load_benchmarks([bad])
+    with pytest.raises(UserError, match="cannot read the kernel benchmark"):
+        B.load_benchmarks([tmp_path / "missing.json"])
+    page = B.build_report(small_rows, [], tmp_path / "r.html", benchmarks=[bench]).read_text()
+    assert 'id="fig-kernels"' in page and "Kernel benchmark: " in page and "Test GPU" in page
+    page = B.build_report(small_rows, [], tmp_path / "r2.html").read_text()
+    assert 'id="fig-kernels-note"' in page and "bench_kernels.py" in page
+
+
 # ---------------------------------------------------------------------------------------
 # The file: offline, one plotly.js, built from the default grid in time
 
@@ -322,13 +365,14 @@ def test_report_in_headless_chromium(small_rows, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    out = B.build_report(small_rows, measured_like(small_rows, FACTORS), tmp_path / "report.html")
+    out = B.build_report(small_rows, measured_like(small_rows, FACTORS), tmp_path / "report.html",
+                         benchmarks=[BENCH])
     driver = _chrome()
     try:
         driver.get(out.resolve().as_uri())
         plots = driver.find_elements(By.CSS_SELECTOR, "div.plot")
         assert [p.get_attribute("id") for p in plots] == ["fig-speedup", "fig-roofline", "fig-phases", "fig-accuracy",
-                                                         "fig-memory", "fig-heatmap", "fig-rivals"]
+                                                         "fig-memory", "fig-heatmap", "fig-rivals", "fig-kernels"]
         WebDriverWait(driver, 20).until(lambda d: d.execute_script(
             "return Array.from(document.querySelectorAll('div.plot')).every(function (p) {"
             " return p.querySelector('.main-svg') && p.data && p.data.length > 0; })"))

@@ -26,14 +26,17 @@ from .grid import SETTINGS, grid_rows, rival_rows
 from .page import View, render_page
 
 DEFAULT_MEASUREMENTS = "reports/*/rows.csv"
+DEFAULT_BENCHMARKS = ("reports/kernels/kernels.json", "reports/kernels/*/kernels.json")  # experiments/bench_kernels.py
 INITIAL = {"model": "llama2-7b", "device": "h100-sxm", "batch": "1", "setting": "1/8"}
 
 
 def main(args) -> int:
     folders = args.measurements or sorted(str(Path(p).parent) for p in glob.glob(DEFAULT_MEASUREMENTS))
     measured, sources = load_measurements(folders)
+    benchmarks = load_benchmarks(getattr(args, "benchmarks", None)
+                                 or sorted(p for pattern in DEFAULT_BENCHMARKS for p in glob.glob(pattern)))
     t0 = time.perf_counter()
-    out = build_report(grid_rows(), measured, args.out, sources=sources)
+    out = build_report(grid_rows(), measured, args.out, sources=sources, benchmarks=benchmarks)
     took = time.perf_counter() - t0
     n_measured = sum(1 for r in measured if r.get("source") == "measured")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {took:.1f} s, with {n_measured} measured rows "
@@ -65,6 +68,25 @@ def load_measurements(folders) -> tuple[list[dict], list[dict]]:
     return rows, sources
 
 
+def load_benchmarks(paths) -> list[dict]:
+    """Each kernel benchmark (kernels.json of experiments/bench_kernels.py) as {device, commit,
+    date, path, summary}: its summary rows, one per shape."""
+    out = []
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the kernel benchmark ({e.strerror})") from None
+        try:
+            data = json.loads(text)
+            prov = data["provenance"]
+            out.append({"device": prov["device"], "commit": prov.get("git_commit"), "date": prov.get("date"),
+                        "path": str(path), "summary": data["summary"]})
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not a kernel benchmark (kernels.json of experiments/bench_kernels.py): {e!r}") from None
+    return out
+
+
 def frame(rows) -> pd.DataFrame:
     """Rows (a list of dicts or a DataFrame with the row columns) as a DataFrame of every column."""
     if isinstance(rows, pd.DataFrame):
@@ -92,7 +114,7 @@ def with_settings(df: pd.DataFrame, settings=SETTINGS) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def views(pred: pd.DataFrame, measured: pd.DataFrame) -> list[View]:
+def views(pred: pd.DataFrame, measured: pd.DataFrame, benchmarks=()) -> list[View]:
     """Every figure of the report, for every selection of the controls it uses."""
     profiles, models = builtin_profiles(), builtin_models()
     p_set, m_set = with_settings(pred), with_settings(measured)
@@ -171,10 +193,22 @@ def views(pred: pd.DataFrame, measured: pd.DataFrame) -> list[View]:
                     template_dims=("model", "setting"),
                     missing="The rivals are compared at a target compression: pick SparQ setting 1/2, 1/4 or 1/8 "
                             "(a fixed r and k has no counterpart for the other methods)."))
+
+    out.append(View("fig-kernels", "8. Our kernels on real GPUs",
+                    "The kernel benchmark (<code>experiments/bench_kernels.py</code>) at the shapes of its issue "
+                    "(32 query heads, d<sub>h</sub> = 128, bf16), one colour per GPU. Left: our Triton dense "
+                    "kernel's speed over torch SDPA's (dotted red: the 95% target). Right: the whole SparQ step at "
+                    "1/8 (r = 16, k = S/16) over the faster of SDPA and our dense, beside the ideal speedup its "
+                    "bytes allow (the paper's element count); hover for each phase's time. Measured medians, CUDA "
+                    "graphs, inputs rotated to keep L2 cold.", (),
+                    {"": F.kernel_benchmark_figure(list(benchmarks))} if benchmarks else {},
+                    note="No kernel benchmark was found (<code>reports/kernels/**/kernels.json</code>). On a GPU, run "
+                         "<code>python experiments/bench_kernels.py --out reports/kernels/&lt;gpu&gt;</code>, then "
+                         "<code>sparq-perf report</code> again."))
     return out
 
 
-def build_report(pred_rows, measured_rows, out_path, *, sources=()) -> Path:
+def build_report(pred_rows, measured_rows, out_path, *, sources=(), benchmarks=()) -> Path:
     """Write the report for these rows to out_path; returns the path."""
     import plotly.offline
 
@@ -184,7 +218,7 @@ def build_report(pred_rows, measured_rows, out_path, *, sources=()) -> Path:
         raise UserError("no predicted rows to report")
     measured = frame(measured_rows)
     measured = measured[(measured["source"] == "measured") & (measured["status"].fillna("ok") == "ok")]
-    vs = views(pred, measured)
+    vs = views(pred, measured, benchmarks)
     controls = {
         "model": _ordered(pred["model"]), "device": _ordered(pred["device"]),
         "batch": [str(b) for b in sorted(int(b) for b in pred["batch"].unique())],
@@ -194,7 +228,7 @@ def build_report(pred_rows, measured_rows, out_path, *, sources=()) -> Path:
     html_text = render_page(
         title="SparQ Attention: predicted decode speedup over dense",
         lede=_lede(pred, measured), controls=controls, initial=initial, views=vs, glossary=GLOSSARY,
-        provenance=_provenance(pred, sources), plotly_js=plotly.offline.get_plotlyjs())
+        provenance=_provenance(pred, sources, benchmarks), plotly_js=plotly.offline.get_plotlyjs())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html_text, encoding="utf-8")
@@ -218,7 +252,7 @@ def _lede(pred, measured) -> str:
             "Hover any point for its exact values and units; terms are defined at the end.")
 
 
-def _provenance(pred, sources) -> list[str]:
+def _provenance(pred, sources, benchmarks=()) -> list[str]:
     import html
 
     try:
@@ -234,6 +268,9 @@ def _provenance(pred, sources) -> list[str]:
         out.append(html.escape(f"Measurements: {s['folder']}/rows.csv ({s['rows']} rows; GPU {s.get('gpu') or '?'}, "
                                f"date {s.get('date') or '?'}, commit {s.get('commit') or '?'}, "
                                f"command {s.get('command') or '?'})"))
+    for b in benchmarks:
+        out.append(html.escape(f"Kernel benchmark: {b['path']} ({len(b['summary'])} shapes; GPU {b['device']}, "
+                               f"date {b.get('date') or '?'}, commit {b.get('commit') or '?'})"))
     return out
 
 

@@ -556,3 +556,74 @@ def rivals_figure(rows: Rows) -> dict:
         annotations=annotations, height=560, legend={"orientation": "h", "y": -0.22},
     )
     return {"data": data, "layout": layout}
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Kernel benchmark  (experiments/bench_kernels.py's summary rows, one list per GPU)
+
+BENCH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+DENSE_TARGET = 0.95  # our dense kernel's target: at least this fraction of SDPA's speed
+
+
+def shape_label(row: dict, n_heads: int = 32) -> str:
+    """'B=1 S=32k MHA' or '... GQA' (fewer KV heads than query heads)."""
+    kind = "MHA" if int(row["Hkv"]) == n_heads else f"GQA {row['Hkv']} KV"
+    return f"B={row['B']} S={seq_label(row['S'])} {kind}"
+
+
+def kernel_benchmark_figure(benchmarks: list[dict]) -> dict:
+    """Left: our dense kernel's speed over torch SDPA at each benchmark shape (a dotted line at
+    the 95% target). Right: SparQ at 1/8 (r=16, k=S/16), its whole step over the faster of SDPA
+    and our dense, bars, beside the ideal speedup from the bytes (markers). One colour per GPU."""
+    data = []
+    labels = []
+    for b in benchmarks:
+        for row in b["summary"]:
+            if shape_label(row) not in labels:
+                labels.append(shape_label(row))
+    for i, b in enumerate(benchmarks):
+        color = BENCH_COLORS[i % len(BENCH_COLORS)]
+        rows = b["summary"]
+        x = [shape_label(r) for r in rows]
+        tag = [f"r16k{int(r['S']) // 16}" for r in rows]
+        data.append({
+            "type": "bar", "name": f"{b['device']}: dense / SDPA", "x": x, "y": _list([r["dense_vs_sdpa"] for r in rows]),
+            "marker": {"color": color}, "xaxis": "x", "yaxis": "y", "legendgroup": b["device"],
+            "customdata": _list([[r["sdpa_us"], r["dense_us"], r["dense_vs_copy"]] for r in rows]),
+            "hovertemplate": (f"<b>{b['device']}</b> %{{x}}<br>SDPA %{{customdata[0]:.4g}} µs, our dense "
+                              "%{customdata[1]:.4g} µs<br>speed over SDPA %{y:.3f}<br>"
+                              "achieved / copy bandwidth %{customdata[2]:.3f}<extra></extra>"),
+        })
+        data.append({
+            "type": "bar", "name": f"{b['device']}: SparQ 1/8 achieved", "x": x,
+            "y": _list([r[t + "_speedup"] for r, t in zip(rows, tag)]), "marker": {"color": color, "opacity": 0.75},
+            "xaxis": "x2", "yaxis": "y2", "legendgroup": b["device"],
+            "customdata": _list([[r[t + "_us"], r[t + "_score_us"], r[t + "_select_us"], r[t + "_attend_us"],
+                                  r[t + "_frac_ideal"]] for r, t in zip(rows, tag)]),
+            "hovertemplate": (f"<b>{b['device']}</b> %{{x}}, SparQ r=16, k=S/16<br>step %{{customdata[0]:.4g}} µs "
+                              "(score %{customdata[1]:.4g}, select %{customdata[2]:.4g}, attend %{customdata[3]:.4g} µs)"
+                              "<br>speedup %{y:.2f}x, %{customdata[4]:.2f} of ideal<extra></extra>"),
+        })
+        data.append({
+            "type": "scatter", "mode": "markers", "name": f"{b['device']}: ideal (bytes)", "x": x,
+            "y": _list([r[t + "_ideal"] for r, t in zip(rows, tag)]), "xaxis": "x2", "yaxis": "y2",
+            "legendgroup": b["device"], "marker": {"symbol": "line-ew-open", "size": 16, "color": color,
+                                                   "line": {"width": 2, "color": color}},
+            "hovertemplate": f"<b>{b['device']}</b> %{{x}}<br>ideal speedup %{{y:.2f}}x<extra></extra>",
+        })
+    target = {"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": DENSE_TARGET, "y1": DENSE_TARGET,
+              "line": {"dash": "dot", "color": "#d62728", "width": 1}}
+    one = {"type": "line", "xref": "x2 domain", "yref": "y2", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
+           "line": {"color": "#222", "width": 1}}
+    axis = {"categoryorder": "array", "categoryarray": labels, "tickangle": -35}
+    layout = _base_layout(
+        "Our kernels on real GPUs: dense against SDPA, SparQ 1/8 against its ideal",
+        barmode="group", height=560, shapes=[target, one], margin={"l": 70, "r": 20, "t": 90, "b": 150},
+        xaxis={**axis, "domain": [0.0, 0.45]}, xaxis2={**axis, "domain": [0.55, 1.0], "anchor": "y2"},
+        yaxis={"title": {"text": "our dense speed / SDPA speed"}, "rangemode": "tozero"},
+        yaxis2={"title": {"text": "speedup over the faster dense (x)"}, "anchor": "x2", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.45},
+        annotations=[_subplot_title("dense kernel / torch SDPA (dotted: 95% target)", 0.225),
+                     _subplot_title("SparQ 1/8 step: achieved (bars), ideal (dashes)", 0.775)],
+    )
+    return {"data": data, "layout": layout}
