@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sparq_perf.cost.base import splits, whole_wave_splits
+from sparq_perf.cost.base import splits
 
 LOG2E = 1.4426950408889634
 
@@ -42,13 +42,12 @@ def num_sms(device_index=0) -> int:
 
 def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0, whole: bool = False) -> int:
     """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times
-    (whole: at most `waves` times, whole_wave_splits).
+    (whole: at most `waves` times; cost.base.splits).
 
     Depends on the row count and on length only through its blocks, so the grid changes
     rarely as S grows (and the kernels never recompile for S).
     """
-    rule = whole_wave_splits if whole else splits
-    return int(rule(n_rows, length, block, waves, num_sms()))
+    return int(splits(n_rows, length, block, waves, num_sms(), whole))
 
 
 def chunk_for(length: int, n_splits: int, block: int) -> int:

@@ -19,7 +19,7 @@ from sparq_perf.cost.attention import DenseImpl
 
 BLOCK_N = 128  # positions per tile; with 4 warps and 4 stages the best of the H100 sweep (reports/kernels/dense_sweep.json)
 # the grid: splits of S for at most DENSE_WAVES whole waves of programs over the SMs
-# (whole_wave_splits; one program of 128 positions and 4 stages is resident per SM), so no
+# (cost.base.splits with whole; one program of 128 positions and 4 stages is resident per SM), so no
 # part-filled wave follows the full ones. H200 (reports/kernels/tune_fixed_*.json), speed
 # over SDPA, about 2 waves (the rule before, DENSE_WHOLE_WAVES False) -> one whole wave:
 # B=1 S=8k 0.934 -> 1.010, 32k 0.926 -> 0.994, 128k 1.070 -> 1.134, GQA B=1 S=32k 0.920

@@ -287,14 +287,14 @@ def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monke
 def test_dense_grid_is_whole_waves(monkeypatch):
     """The dense kernel's splits: at most one whole wave of programs over the SMs (hand
     counts at 132 SMs), at least one, at most one per block of 128 positions."""
-    from sparq_perf.cost.base import whole_wave_splits
+    from sparq_perf.cost.base import splits
     from sparq_perf.kernels import _common
     from sparq_perf.kernels.dense import DenseWorkspace
 
     # 32 rows: 132 // 32 = 4 splits (128 programs); 8 rows: 16; 256 rows: 1; one row of
     # 1000 positions: 8 blocks, so 8 splits (not 132)
     for rows, S, want in [(32, 32768, 4), (8, 32768, 16), (256, 32768, 1), (1, 1000, 8), (132, 4096, 1), (66, 4096, 2)]:
-        assert whole_wave_splits(rows, S, 128, 1.0, 132) == want, (rows, S)
+        assert splits(rows, S, 128, 1.0, 132, whole=True) == want, (rows, S)
     monkeypatch.setattr(_common, "num_sms", lambda device_index=0: 132)
     # 40 rows of 32k: 3 splits (the rule before, about two waves, gave 7)
     for B, Hkv, S, want in [(1, 4, 4096, 32), (2, 4, 4096, 16), (10, 4, 32768, 3), (40, 4, 512, 1)]:

@@ -64,20 +64,14 @@ def serial_waves(cost: PhaseCost, compute_units: int):
     return np.ceil(np.asarray(cost.serial_rows, np.float64) / compute_units) * cost.serial_items
 
 
-def splits(rows, length, block, waves, compute_units):
+def splits(rows, length, block, waves, compute_units, whole=False):
     """Splits of `length` so that rows * splits programs fill the compute units about `waves`
-    times: at least one, at most one per block (the split kernels' grid rule)."""
+    times (the last wave may be part-filled), or with `whole` at most `waves` times (no wave
+    left part-filled past them: the dense kernel's rule); at least one, at most one per block
+    (the split kernels' grid rule)."""
     rows = np.asarray(rows, np.float64)
-    want = np.maximum(1.0, np.floor((np.asarray(waves, np.float64) * compute_units + rows - 1) / rows))
-    return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
-
-
-def whole_wave_splits(rows, length, block, waves, compute_units):
-    """Splits of `length` so that rows * splits programs fit in `waves` waves over the compute
-    units (at most waves * units programs: no wave left part-filled past them), at least one,
-    at most one per block (the dense kernel's grid rule)."""
-    rows = np.asarray(rows, np.float64)
-    want = np.maximum(1.0, np.floor(np.asarray(waves, np.float64) * compute_units / rows))
+    slots = np.asarray(waves, np.float64) * compute_units
+    want = np.maximum(1.0, np.floor(slots / rows if whole else (slots + rows - 1) / rows))
     return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
 
 
