@@ -34,7 +34,8 @@ from sparq_perf.kernels import dense as dn
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.reference import dense_reference
 from sparq_perf.kernels.runners import phase_runners
-from sparq_perf.measure.point import CHECK_TOL, _random_cache, _rel_err, _sdpa, check_sparq_on_cache, same_topk
+from sparq_perf.measure.point import (CHECK_TOL, _random_cache, _rel_err, _sdpa, check_sparq_on_cache,
+                                     measure_selection)
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 H_Q, D = 32, 128
@@ -88,23 +89,16 @@ def tune_dense(gen, res):
 
 def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
-        scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(min(4, sets_for_cold_l2(rows * S * 4)))]
         base = dict(kind="select", rows=rows, S=S, k=k)
-        t = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores], target_s=0.05)
-        res.append(dict(base, config="torch.topk", us=t["median_s"] * 1e6))
         for cfg in SELECT_VARIANTS:
             for name, value in {**STEP_DEFAULTS, **cfg}.items():
                 setattr(sp, name, value)
-            outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
-            wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
-            for _ in range(2):  # the second call finds the counters the first left
-                outs[0].fill_(-1)
-                sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0])
-                if not same_topk(scores[0], outs[0], k):
-                    raise RuntimeError(f"selection != torch.topk at {base} {cfg}")
-            t = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)],
-                           target_s=0.05)
-            res.append(dict(base, config=cfg, sure=wss[0].sure, us=t["median_s"] * 1e6))
+            # checked against torch.topk (twice on the same workspace), then both timed
+            ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
+            sure = sp.uses_sure(S, k, min(S, sp.sample_size(S)), rows)
+            res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6))
+            if not cfg:
+                res.append(dict(base, config="torch.topk", us=topk["median_s"] * 1e6))
         for name, value in STEP_DEFAULTS.items():
             setattr(sp, name, value)
         print("select", rows, S, k, flush=True)
