@@ -1,19 +1,19 @@
-"""Fixed costs where the rows are few, on one GPU: the dense kernel's grid, the selection's
-sure threshold, and the score's and attend's tiles.
+"""Fixed costs where the rows are few, on one GPU: the dense kernel's grid and the
+selection's pick (by bins, or by bisection).
 
 - dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
   reference first, timed beside torch SDPA on the same caches;
-- selection alone on fp32 random scores, as by default and with the sure threshold wherever
-  there is one, checked against torch.topk first, timed beside it;
-- the whole SparQ step (1/8: r=16, k=S/16) with each variant (the sure threshold, the
-  attend's and score's tiles, warps and stages), checked against the float64 reference of
-  Algorithm 1 (batch element 0, the kernel's positions) and torch.topk first.
+- selection alone on fp32 random scores with each pick variant, checked against torch.topk
+  first, timed beside it;
+- the whole SparQ step (1/8: r=16, k=S/16) with each pick variant, checked against the
+  float64 reference of Algorithm 1 (batch element 0, the kernel's positions) and
+  torch.topk first.
 Inputs rotate over up to 4 sets, enough to cover 5x L2 where the working set is 3 MB or more
-(smaller ones stay in L2 between calls). Score tile variants (BLOCK_S) act only where a group
-has one head and r <= 16. The committed runs at fb61c1c and
-191aca3 (reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
+(smaller ones stay in L2 between calls). The committed runs at fb61c1c, 191aca3 and 8dda7be
+(reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
 and no longer have (experiments/NOTES.md): the selection in one launch, the dense merge by
-its last split program, the searches for the k-th largest by 16-bin histograms.
+its last split program, the searches for the k-th largest by 16-bin histograms, the sure
+threshold at few rows, and the score's and attend's tiles, warps and stages.
 
     python experiments/tune_fixed.py --out DIR [--parts select,step,dense]
 Writes tune_fixed.json (every timed row) and prints the best settings per shape.
@@ -49,11 +49,11 @@ SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 1310
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
                (64, 4096, 32), (16, 32768, 32)]
-STEP_VARIANTS = [{}, {"SURE_THRESHOLD": True}, {"BLOCK_K": 32}, {"ATTEND_STAGES": 2}, {"ATTEND_STAGES": 4},
-                 {"ATTEND_WARPS": 8}, {"BLOCK_S": 512}, {"SCORE_WARPS": 8}]
+# the pick by bins (the default) against the bisection pick, and with half the tie slots
+PICK_VARIANTS = [{}, {"PICK_BINNED": False}, {"PICK_TIES": 64}]
+STEP_VARIANTS = PICK_VARIANTS
 STEP_DEFAULTS = {n: getattr(sp, n) for n in {n for v in STEP_VARIANTS for n in v}}
-# the selection alone: its defaults, and the sure threshold wherever there is one
-SELECT_VARIANTS = [{}, {"SURE_THRESHOLD": True}]
+SELECT_VARIANTS = PICK_VARIANTS
 
 
 def caches_and_queries(B, S, Hkv, gen):

@@ -280,6 +280,12 @@ def _order_key(x):
 
 
 @triton.jit
+def _key_value(key):
+    """The fp32 whose order key (_order_key) this uint32 is."""
+    return tl.where((key >> 31) != 0, key & 0x7FFFFFFF, ~key).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _bit(n):
     """1 << n as uint32 (n an int or an int32 scalar in [0, 31])."""
     return tl.full([], 1, tl.uint32) << (tl.zeros([], tl.int32) + n).to(tl.uint32)
@@ -336,44 +342,58 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
     cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept);
-    and, where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
-    key (its top 16 bits rounded up), else 0xFFFFFFFF. THRESH[row] = (threshold, sure)."""
+    where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
+    key (its top 16 bits rounded up), else 0xFFFFFFFF; and the pick's bins, 2**NB_LOG2 of
+    them, equal in score from the threshold's score up to the sure threshold's (without
+    one, the sample's largest), the last holding every score from there up: the threshold's
+    score and the bins per unit of score (0 where not finite: one bin for all).
+    THRESH[row] = (threshold, sure, threshold's score, bins per unit) as int32 bits."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
-    sample = _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0))
-    key16 = tl.where(in_sample, sample, 0) >> 16
+    sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride,
+                                                     mask=in_sample, other=0.0)), 0)
+    key16 = sample >> 16
     t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
-    tl.store(THRESH + 2 * row, t.to(tl.int32, bitcast=True))
+    tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
+    top = tl.max(sample, 0)
     if rank_sure > 0:
         h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
-    tl.store(THRESH + 2 * row + 1, t_sure.to(tl.int32, bitcast=True))
+        top = tl.minimum(top, t_sure)
+    tl.store(THRESH + 4 * row + 1, t_sure.to(tl.int32, bitcast=True))
+    x_lo = _key_value(t)
+    scale = ((1 << NB_LOG2) - 1) / (_key_value(top) - x_lo)
+    scale = tl.where((scale > 0) & (scale < float("inf")) & (x_lo > float("-inf")), scale, 0.0)
+    tl.store(THRESH + 4 * row + 2, x_lo.to(tl.int32, bitcast=True))
+    tl.store(THRESH + 4 * row + 3, scale.to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr):
+def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
-    COUNT counter (which counts past cap too). HAS_SURE False: no sure threshold (its
-    count and writes compiled out)."""
+    COUNT counter (which counts past cap too), and each is counted in its bin of the row's
+    histogram HIST[row] (_bin_of; NB = 0: none kept). HAS_SURE False:
+    no sure threshold (its count and writes compiled out)."""
     row = tl.program_id(0).to(tl.int64)
-    t_lo = tl.load(THRESH + 2 * row).to(tl.uint32, bitcast=True)
+    t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
-    key = _order_key(tl.load(SCORES + row * S + pos, mask=valid, other=0.0))
+    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0)
+    key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
-        t_sure = tl.load(THRESH + 2 * row + 1).to(tl.uint32, bitcast=True)
+        t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
         sure = valid & (key >= t_sure)
         n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
@@ -386,6 +406,21 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, BLOC
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
+        if NB > 0:
+            b = _bin_of(x, THRESH + 4 * row, NB)
+            tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
+
+
+@triton.jit
+def _bin_of(x, THRESH_ROW, NB: tl.constexpr):
+    """The pick's bin (int32) of scores x at or above the row's threshold: equal bins in
+    score from the threshold's (THRESH_ROW[2], THRESH_ROW[3] bins per unit of score), the
+    last holding every score from there up (and all of them where the scale is 0). Never
+    decreasing in x, so a higher bin holds only higher scores."""
+    x_lo = tl.load(THRESH_ROW + 2).to(tl.float32, bitcast=True)
+    scale = tl.load(THRESH_ROW + 3).to(tl.float32, bitcast=True)
+    f = (x - x_lo) * scale
+    return tl.where(f < NB - 1, f, NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
 
 
 @triton.jit
@@ -492,34 +527,117 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
+def _count_max_min(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, tl.maximum(b0, b1), tl.minimum(c0, c1)
+
+
+@triton.jit
+def _bin_of_kth(h, c, kk, NB: tl.constexpr):
+    """Of a histogram h [NB] of c keys: the bin holding the kk-th largest key (the highest
+    bin with at least kk keys in it and above), the keys above that bin, and in it."""
+    n_ge = c - tl.cumsum(h, 0) + h  # keys in this bin and above
+    ge = n_ge >= kk
+    if TUPLE_REDUCE:
+        n_bins, n_above, n_ge_kth = tl.reduce((ge.to(tl.int32), tl.where(ge, 0, n_ge), tl.where(ge, n_ge, c)), 0,
+                                              _count_max_min)
+    else:
+        n_bins = tl.sum(ge.to(tl.int32), 0)
+        n_above = tl.max(tl.where(ge, 0, n_ge), 0)
+        n_ge_kth = tl.min(tl.where(ge, n_ge, c), 0)
+    return n_bins - 1, n_above, n_ge_kth - n_above
+
+
+@triton.jit
+def _pick_by_bins(CKEY, CPOS, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr, TILE: tl.constexpr,
+                  TIES: tl.constexpr):
+    """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
+    its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
+    tile of candidates at a time (one where TILE holds them all), and its keys and positions
+    gathered in TIE; then each of those is ranked against the others at once (ties by their
+    order in TIE) and the highest as many as are still wanted are written after the others."""
+    offs = tl.arange(0, TILE)
+    w_gt = tl.zeros([], tl.int32)
+    w_eq = tl.zeros([], tl.int32)
+    for i0 in range(0, c, TILE):
+        i = i0 + offs
+        m = i < c
+        key = tl.load(CKEY + i, mask=m, other=0).to(tl.uint32, bitcast=True)
+        pos = tl.load(CPOS + i, mask=m, other=0)
+        b = _bin_of(_key_value(key), THRESH_ROW, NB)
+        gt = m & (b > b_kth)
+        eq = m & (b == b_kth)
+        if TUPLE_REDUCE:
+            c_gt, c_eq = tl.associative_scan((gt.to(tl.int32), eq.to(tl.int32)), 0, _add2)
+        else:
+            c_gt, c_eq = tl.cumsum(gt.to(tl.int32), 0), tl.cumsum(eq.to(tl.int32), 0)
+        tl.store(dst + w_gt + c_gt - 1, pos, mask=gt)
+        eq = eq & (w_eq + c_eq <= TIES)  # all of them, as the histogram counted them
+        tl.store(TIE + w_eq + c_eq - 1, key.to(tl.int32, bitcast=True), mask=eq)
+        tl.store(TIE + TIES + w_eq + c_eq - 1, pos, mask=eq)
+        w_gt += tl.sum(gt.to(tl.int32), 0)
+        w_eq += tl.sum(eq.to(tl.int32), 0)
+    tl.debug_barrier()  # the bin's keys, written by every thread, read by every thread
+    ri = tl.arange(0, TIES)
+    ki = tl.load(TIE + ri, mask=ri < n_tie, other=0).to(tl.uint32, bitcast=True)
+    rank = tl.zeros([TIES], tl.int32)
+    for j0 in tl.static_range(0, TIES, 32):
+        rj = j0 + tl.arange(0, 32)
+        kj = tl.load(TIE + rj, mask=rj < n_tie, other=0).to(tl.uint32, bitcast=True)
+        before = (kj[None, :] > ki[:, None]) | ((kj[None, :] == ki[:, None]) & (rj[None, :] < ri[:, None]))
+        rank += tl.sum((before & (rj[None, :] < n_tie)).to(tl.int32), 1)
+    pos = tl.load(TIE + TIES + ri, mask=ri < n_tie, other=0)
+    tl.store(dst + w_gt + rank, pos, mask=(ri < n_tie) & (rank < kk - w_gt))
+
+
+@triton.jit
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr):
+                 ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
-    least kk (all keys at or above the threshold and below the sure one): picked from them
-    in registers where they fit the pick's slots (CAPB >= slots), else from memory a tile
-    at a time, and written after the sure ones. A sample that missed (more than k sure
-    keys, fewer than kk candidates), or more candidates than their room (cap), and the whole
-    row is searched from memory instead: slow, never wrong. Resets the row's counters for
-    the next call."""
+    least kk (all keys at or above the threshold and below the sure one). NB > 0: the
+    filter's histogram of them names the bin of the kk-th largest, and where that is not
+    the last bin and holds at most TIES keys, the keys above it are written and its keys
+    ranked (_pick_by_bins: no bisection), a tile of CAPB (ONESHOT) or BLOCK at a time;
+    otherwise (or NB = 0) the kk-th largest is found by bisection: in registers where the
+    candidates fit the pick's slots (CAPB >= slots), else from memory a tile at a time.
+    Written after the sure ones. A sample that missed (more than k sure keys, fewer than
+    kk candidates), or more candidates than their room (cap), and the whole row is
+    searched from memory instead: slow, never wrong. Resets the row's counters (and
+    histogram) for the next call."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.load(COUNT + row)
     n_sure = tl.load(SURE + row)
+    if NB > 0:
+        bins = tl.arange(0, NB)
+        h = tl.load(HIST + row * NB + bins)
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
     tl.store(SURE + row, 0)
     kk = k - n_sure
     fits = (n_sure <= k) & (c >= kk)
     dst = IDX + row * k + n_sure
-    if fits & (c <= slots):
-        if kk > 0:
-            _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT)
-    elif fits & (c <= cap):
-        if kk > 0:
-            _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
+    if NB > 0:
+        tl.store(HIST + row * NB + bins, tl.zeros([NB], tl.int32))
+        if fits & (c <= cap):
+            if kk > 0:
+                b_kth, n_above, n_tie = _bin_of_kth(h, c, kk, NB)
+                if (b_kth < NB - 1) & (n_tie <= TIES):
+                    _pick_by_bins(CKEY + row * cap, CPOS + row * cap, TIE + row * 2 * TIES, THRESH + 4 * row, dst, c,
+                                  kk, b_kth, n_tie, NB, CAPB if ONESHOT else BLOCK, TIES)
+                else:
+                    _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
+        else:
+            _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
     else:
-        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
+        if fits & (c <= slots):
+            if kk > 0:
+                _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT)
+        elif fits & (c <= cap):
+            if kk > 0:
+                _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
+        else:
+            _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -714,6 +832,22 @@ PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
 # the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
 # always / never (tests, tuning)
 SURE_THRESHOLD = None
+# the pick by bins (_pick_by_bins): the filter counts each row's candidates in a histogram
+# of PICK_BINS_PER_KEYS-th as many bins as the row has keys (a power of two in
+# [PICK_BINS_MIN, PICK_BINS_MAX]; the sampled span from the threshold up fills half to all
+# of them), and the pick ranks the at most PICK_TIES keys of the bin of the k-th largest
+# against each other. False: the k-th largest by bisection (_pick_from_candidates)
+PICK_BINNED = True
+PICK_BINS_PER_KEYS = 32
+PICK_BINS_MIN, PICK_BINS_MAX = 256, 4096
+PICK_TIES = 128
+
+
+def pick_bins(S: int) -> int:
+    """Bins of the pick's histogram for rows of S keys (0: no histogram, the bisection pick)."""
+    if not PICK_BINNED:
+        return 0
+    return max(PICK_BINS_MIN, min(PICK_BINS_MAX, triton.next_power_of_2(max(1, S // PICK_BINS_PER_KEYS))))
 
 
 def sample_size(S: int) -> int:
@@ -749,8 +883,9 @@ def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
 
 class FilterWorkspace:
     """Scratch of the selection for `rows` rows of S scores and a given k: each row's two
-    thresholds, its candidates (order keys and positions) and its counters (candidates and
-    sure keys), zeroed here and reset by the pick kernel (graph safe: no memset per call)."""
+    thresholds and the origin and scale of its bins, its candidates (order keys and positions), its
+    counters (candidates and sure keys) and histogram, zeroed here and reset by the pick
+    kernel (graph safe: no memset per call), and room for the keys of the k-th's bin."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
@@ -762,7 +897,11 @@ class FilterWorkspace:
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         self.block = FILTER_BLOCK
-        self.thresh = torch.empty((rows, 2), dtype=torch.int32, device=device)  # (threshold, sure threshold)
+        self.thresh = torch.empty((rows, 4), dtype=torch.int32, device=device)  # thresholds, bins' origin, scale
+        self.bins = pick_bins(S)
+        self.hist = torch.zeros((rows, max(1, self.bins)), dtype=torch.int32, device=device)  # reset by the pick
+        self.ties = PICK_TIES
+        self.tie = torch.empty((rows, 2 * self.ties), dtype=torch.int32, device=device)  # keys, then positions
         self.n_sure = torch.zeros(rows, dtype=torch.int32, device=device)
         self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
         self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
@@ -800,10 +939,11 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                                 num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
+                               NB_LOG2=max(1, ws.bins).bit_length() - 1,
+                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
-                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
-                                                       num_warps=4)
+                                                       ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
+                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=4)
     return ws.count
 
 
@@ -827,8 +967,9 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, S, k, ws.cap, ws.slots, CAPB=capb, BLOCK=PICK_TILE,
-                          ONESHOT=oneshot, num_warps=warps)
+    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
+                          ws.slots, CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
+                          num_warps=warps)
     return out
 
 

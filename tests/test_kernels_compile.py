@@ -28,13 +28,18 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "rank_sure": "i32", "NS": "constexpr"}, {"NS": 8192}, 16),
-    ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", "BLOCK": "constexpr", "HAS_SURE": "constexpr"},
-     {"BLOCK": 2048, "HAS_SURE": True}, 4),
-    ("_pick_kernel", {"SCORES": "*fp32", "CKEY": I32, "CPOS": I32, "COUNT": I32, "SURE": I32, "IDX": I32, "S": "i32", "k": "i32",
-                      "cap": "i32", "slots": "i32", **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT"), "constexpr")},
-     {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": True}, 4),
+                           "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
+    ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX", "HIST"), I32),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB"), "constexpr")},
+     {"BLOCK": 2048, "HAS_SURE": True, "NB": 1024}, 4),
+]
+PICK_SIG = {"SCORES": "*fp32", **dict.fromkeys(("CKEY", "CPOS", "COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
+            **dict.fromkeys(("S", "k", "cap", "slots"), "i32"),
+            **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES"), "constexpr")}
+for NB, ONESHOT, warps in ((1024, True, 8), (4096, False, 4), (0, True, 8)):  # by bins, few rows and many; by bisection
+    CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 128},
+                  warps))
+CASES += [
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
                       "HKV": "i32", **dict.fromkeys(("G", "GP", "D", "DP", "RP"), "constexpr")},
      {"G": 4, "GP": 16, "D": 128, "DP": 128, "RP": 16}, 4),
@@ -70,7 +75,8 @@ for name, sig, consts, warps in CASES:
         out[name] = "error: " + repr(e)[-600:]
         continue
     ptx = k.asm["ptx"]
-    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "")
+    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
+        f" NB={consts['NB']}" if "TIES" in consts else "")
     out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
 print(json.dumps(out))
 '''
@@ -85,6 +91,7 @@ def test_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel": "ok", "_topr_kernel": "ok",
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel NB=1024": "ok",
+                   "_pick_kernel NB=4096": "ok", "_pick_kernel NB=0": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_dense_partial_kernel": "ok"}, res

@@ -18,7 +18,8 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins",
+         "bisection"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -29,7 +30,9 @@ def select_path(request, monkeypatch):
     register slots); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
     above it written at once, the band below it picked): wherever it exists, and set too
-    low (more than k keys above it: the whole-row fallback)."""
+    low (more than k keys above it: the whole-row fallback). With 16 bins and 32 ties at
+    most (the k-th's bin too full, or the last: the pick falls back to bisection from
+    memory), and without bins (the k-th largest by bisection in registers)."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -48,6 +51,12 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     if p == "sure-missed":
         monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
+    if p == "few-bins":
+        monkeypatch.setattr(sparq_module, "PICK_BINS_MIN", 16)
+        monkeypatch.setattr(sparq_module, "PICK_BINS_MAX", 16)
+        monkeypatch.setattr(sparq_module, "PICK_TIES", 32)
+    if p == "bisection":
+        monkeypatch.setattr(sparq_module, "PICK_BINNED", False)
     return p
 
 
@@ -112,6 +121,40 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert len(set(pos.tolist())) == count[row]
         t = scores[row, pos].min()
         assert int((scores[row] >= t).sum()) == count[row]
+
+
+@pytest.mark.parametrize("S,k,sure", [(32768, 2048, False), (16384, 128, False), (8000, 2000, True),
+                                     (8000, 2000, False)])
+def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure):
+    """The filter's histogram counts each candidate in its bin (equal bins in score from the
+    threshold's, the last for all above), and on random scores the k-th largest lies below the last
+    bin and in a bin of at most PICK_TIES keys: the pick ranks them, it does not bisect."""
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
+    monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
+    rows = 2
+    scores = torch.randn(rows, S, device=DEV)
+    ws = sparq_module.FilterWorkspace(rows, S, k, DEV)
+    assert ws.bins == max(256, min(4096, S // 32))
+    out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
+    count = sparq_module.filter_candidates(scores, ws, out=out).clone()
+    for row in range(rows):
+        c = int(count[row])
+        x = scores[row, ws.cpos[row, :c].long()]
+        x_lo, scale = ws.thresh[row, 2:].view(torch.float32).tolist()
+        assert scale > 0 and (x >= x_lo).all()
+        f = (x - torch.tensor(x_lo, dtype=torch.float32)) * torch.tensor(scale, dtype=torch.float32)
+        b = f.clamp(max=ws.bins - 1).long()  # as the kernels bin: in fp32, truncated
+        assert torch.equal(torch.bincount(b, minlength=ws.bins).to(ws.hist.device), ws.hist[row].long())
+        kk = k - int(ws.n_sure[row])
+        b_kth = int(b.sort(descending=True).values[kk - 1])
+        assert b_kth < ws.bins - 1 and int(ws.hist[row, b_kth]) <= ws.ties, (b_kth, int(ws.hist[row, b_kth]))
+    for t in (ws.count, ws.n_sure, ws.hist):  # as the pick leaves them: the filter alone did not
+        t.zero_()
+    topk_indices(scores, k, out=out, ws=ws)
+    assert int(ws.hist.abs().sum()) == 0, "the pick leaves the histogram cleared for the next call"
+    got = torch.gather(scores, -1, out.long()).sort(-1).values
+    assert torch.equal(got, torch.topk(scores, k, dim=-1).values.sort(-1).values)
 
 
 def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, monkeypatch):
