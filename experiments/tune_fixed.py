@@ -1,5 +1,6 @@
 """Fixed costs where the rows are few, on one GPU: the dense kernel's grid and the
-selection's pick (by bins, or by bisection).
+selection's kernels (the pick by bins or by bisection, the filter's tiles and warps, the
+threshold's warps).
 
 - dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
   reference first, timed beside torch SDPA on the same caches;
@@ -49,8 +50,10 @@ SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 1310
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
                (64, 4096, 32), (16, 32768, 32)]
-# the pick by bins (the default) against the bisection pick, and with half the tie slots
-PICK_VARIANTS = [{}, {"PICK_BINNED": False}, {"PICK_TIES": 64}]
+# the pick by bins (the default) against the bisection pick; the filter's tiles and warps,
+# two tiles a filter program; the threshold's warps
+PICK_VARIANTS = [{}, {"PICK_BINNED": False}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 4096}, {"FILTER_WARPS": 8},
+                 {"FILTER_PAIR": True}, {"THRESH_KEYS_PER_THREAD": 8}]
 STEP_VARIANTS = PICK_VARIANTS
 STEP_DEFAULTS = {n: getattr(sp, n) for n in {n for v in STEP_VARIANTS for n in v}}
 SELECT_VARIANTS = PICK_VARIANTS

@@ -377,19 +377,29 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr):
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, PAIR: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
     COUNT counter (which counts past cap too), and each is counted in its bin of the row's
-    histogram HIST[row] (_bin_of; NB = 0: none kept). HAS_SURE False:
-    no sure threshold (its count and writes compiled out)."""
+    histogram HIST[row] (_bin_of; NB = 0: none kept). HAS_SURE False: no sure threshold
+    (its count and writes compiled out). PAIR: two tiles a program, both loaded first."""
     row = tl.program_id(0).to(tl.int64)
-    t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
-    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    pos = tl.program_id(1) * (2 * BLOCK if PAIR else BLOCK) + tl.arange(0, BLOCK)
+    x = tl.load(SCORES + row * S + pos, mask=pos < S, other=0.0)
+    if PAIR:
+        x2 = tl.load(SCORES + row * S + pos + BLOCK, mask=pos + BLOCK < S, other=0.0)
+    _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK, HAS_SURE, NB)
+    if PAIR:
+        _filter_tile(x2, pos + BLOCK, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK, HAS_SURE, NB)
+
+
+@triton.jit
+def _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
+                 HAS_SURE: tl.constexpr, NB: tl.constexpr):
     valid = pos < S
-    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0)
+    t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
     key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
@@ -420,7 +430,7 @@ def _bin_of(x, THRESH_ROW, NB: tl.constexpr):
     x_lo = tl.load(THRESH_ROW + 2).to(tl.float32, bitcast=True)
     scale = tl.load(THRESH_ROW + 3).to(tl.float32, bitcast=True)
     f = (x - x_lo) * scale
-    return tl.where(f < NB - 1, f, NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
+    return tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
 
 
 @triton.jit
@@ -548,21 +558,25 @@ def _bin_of_kth(h, c, kk, NB: tl.constexpr):
 
 
 @triton.jit
-def _pick_by_bins(CKEY, CPOS, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr, TILE: tl.constexpr,
-                  TIES: tl.constexpr):
+def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
+                  TILE: tl.constexpr, TIES: tl.constexpr):
     """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
     its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
     tile of candidates at a time (one where TILE holds them all), and its keys and positions
     gathered in TIE; then each of those is ranked against the others at once (ties by their
-    order in TIE) and the highest as many as are still wanted are written after the others."""
+    order in TIE) and the highest as many as are still wanted are written after the others.
+    key0, pos0: the first tile of candidates, loaded by the caller."""
     offs = tl.arange(0, TILE)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, c, TILE):
         i = i0 + offs
         m = i < c
-        key = tl.load(CKEY + i, mask=m, other=0).to(tl.uint32, bitcast=True)
-        pos = tl.load(CPOS + i, mask=m, other=0)
+        if i0 == 0:  # loaded already
+            key, pos = key0, pos0
+        else:
+            key = tl.load(CKEY + i, mask=m, other=0).to(tl.uint32, bitcast=True)
+            pos = tl.load(CPOS + i, mask=m, other=0)
         b = _bin_of(_key_value(key), THRESH_ROW, NB)
         gt = m & (b > b_kth)
         eq = m & (b == b_kth)
@@ -606,6 +620,11 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
     searched from memory instead: slow, never wrong. Resets the row's counters (and
     histogram) for the next call."""
     row = tl.program_id(0).to(tl.int64)
+    if NB > 0:  # the first tile of candidates loaded with the counts (those past the count unused)
+        TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
+        i = tl.arange(0, TILE)
+        key0 = tl.load(CKEY + row * cap + i, mask=i < cap, other=0).to(tl.uint32, bitcast=True)
+        pos0 = tl.load(CPOS + row * cap + i, mask=i < cap, other=0)
     c = tl.load(COUNT + row)
     n_sure = tl.load(SURE + row)
     if NB > 0:
@@ -623,8 +642,8 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
             if kk > 0:
                 b_kth, n_above, n_tie = _bin_of_kth(h, c, kk, NB)
                 if (b_kth < NB - 1) & (n_tie <= TIES):
-                    _pick_by_bins(CKEY + row * cap, CPOS + row * cap, TIE + row * 2 * TIES, THRESH + 4 * row, dst, c,
-                                  kk, b_kth, n_tie, NB, CAPB if ONESHOT else BLOCK, TIES)
+                    _pick_by_bins(CKEY + row * cap, CPOS + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
+                                  dst, c, kk, b_kth, n_tie, NB, TILE, TIES)
                 else:
                     _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
         else:
@@ -805,7 +824,9 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
 SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
-FILTER_BLOCK = plan.FILTER_BLOCK  # keys per program of the filter pass
+FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
+FILTER_WARPS = 4
+FILTER_PAIR = False  # two tiles a program, both loaded before either is filtered
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 # ... but this many where the rows are at most one per SM and the pick then keeps to
@@ -840,7 +861,7 @@ SURE_THRESHOLD = None
 PICK_BINNED = True
 PICK_BINS_PER_KEYS = 32
 PICK_BINS_MIN, PICK_BINS_MAX = 256, 4096
-PICK_TIES = 128
+PICK_TIES = 64  # H200, reports/kernels/tune_fixed_043170c.json: 128 -> 64 faster by 0.1-5 us
 
 
 def pick_bins(S: int) -> int:
@@ -941,9 +962,10 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                NB_LOG2=max(1, ws.bins).bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
-    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
-                                                       ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
-                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=4)
+    tiles = triton.cdiv(ws.S, ws.block * (2 if FILTER_PAIR else 1))
+    _filter_kernel[(rows, tiles)](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, ws.hist, ws.S, ws.k,
+                                  ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0, NB=ws.bins, PAIR=FILTER_PAIR,
+                                  num_warps=FILTER_WARPS)
     return ws.count
 
 

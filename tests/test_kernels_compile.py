@@ -30,14 +30,14 @@ CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX", "HIST"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB"), "constexpr")},
-     {"BLOCK": 2048, "HAS_SURE": True, "NB": 1024}, 4),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "PAIR"), "constexpr")},
+     {"BLOCK": 2048, "HAS_SURE": True, "NB": 1024, "PAIR": False}, 4),
 ]
 PICK_SIG = {"SCORES": "*fp32", **dict.fromkeys(("CKEY", "CPOS", "COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap", "slots"), "i32"),
             **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES"), "constexpr")}
 for NB, ONESHOT, warps in ((1024, True, 8), (4096, False, 4), (0, True, 8)):  # by bins, few rows and many; by bisection
-    CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 128},
+    CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 64},
                   warps))
 CASES += [
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
