@@ -24,14 +24,16 @@ sparq_select exact top-k in three launches, for any number of rows and lengths:
              the keys above the sure threshold straight to the output and appending the
              keys between the two, with their positions, to the candidates (1.3-1.9 k at
              k = S/16 without a sure threshold; with one, a band growing as sqrt(k)) through
-             per-row atomic counters; a pick, one program per row, taking the rest of the
-             k from the candidates: it finds the kk-th largest by bisection over the bits
-             in which they differ (two bits per block reduction), then writes the positions
-             above it and as many of its ties as needed after the sure ones. The candidates
-             are held in registers where they fit the pick's slots (their expected count +
-             3 sigma), else read from memory a tile at a time. A row with more than k sure
-             keys, too few candidates or more than their room is searched whole from
-             memory instead: slow, never wrong. Exactly k positions, unsorted.
+             per-row atomic counters, each counted in a histogram per row of equal bins in
+             score from the threshold up (the sample's span filling them); a pick, one
+             program per row, taking the rest of the k from the candidates: the histogram
+             names the bin of the kk-th largest, the positions of the keys above that bin
+             are written after the sure ones, and the bin's few keys (about 10 at k = S/16)
+             are ranked against each other, the highest written: no bisection. A bin of
+             more than PICK_TIES keys (many ties), or the last, and the pick bisects over
+             the candidates from memory. A row with more than k sure keys, too few
+             candidates or more than their room is searched whole from memory instead:
+             slow, never wrong. Exactly k positions, unsorted.
 sparq_attend grid (B*H_kv, splits of k): gathers the k rows of K and V, exact attention for
              the g heads of the group, and alpha (s_hat recomputed from the gathered K rows
              with the masked q, normalised by the merged chunk statistics: no extra bytes),
@@ -383,7 +385,7 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
     COUNT counter (which counts past cap too), and each is counted in its bin of the row's
-    histogram HIST[row] (_bin_of; NB = 0: none kept). HAS_SURE False: no sure threshold
+    histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold
     (its count and writes compiled out). PAIR: two tiles a program, both loaded first."""
     row = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * (2 * BLOCK if PAIR else BLOCK) + tl.arange(0, BLOCK)
@@ -416,9 +418,8 @@ def _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, 
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
-        if NB > 0:
-            b = _bin_of(x, THRESH + 4 * row, NB)
-            tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
+        b = _bin_of(x, THRESH + 4 * row, NB)
+        tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
 
 
 @triton.jit
@@ -449,44 +450,6 @@ def _emit(dst, key, pos, valid, t, n_gt, k, w_gt, w_eq):
 @triton.jit
 def _add2(a0, b0, a1, b1):
     return a0 + a1, b0 + b1
-
-
-@triton.jit
-def _pick_from_candidates(CKEY, CPOS, dst, c, k, CAPB: tl.constexpr, TILE: tl.constexpr, ONESHOT: tl.constexpr):
-    """The k-th largest of c >= k candidates by bisection over only the bits in which they
-    differ (their keys held in registers), then the positions above it and as many of its
-    ties as needed: ONESHOT, from the positions loaded with the keys and one scan; else a
-    tile of candidates at a time, read again."""
-    offs = tl.arange(0, CAPB)
-    m = offs < c
-    key = tl.load(CKEY + offs, mask=m, other=0).to(tl.uint32, bitcast=True)
-    if ONESHOT:
-        pos = tl.load(CPOS + offs, mask=m, other=0)
-    lo = tl.min(tl.where(m, key, 0xFFFFFFFF), 0)
-    nbits = _bit_length(lo ^ tl.max(key, 0))  # keys at 0 left out lie below lo
-    sh = tl.minimum(nbits, 31).to(tl.uint32)
-    base = tl.where(nbits >= 32, tl.zeros([], tl.uint32), (lo >> sh) << sh)
-    t = _kth_largest(key, k, base, nbits)
-    gt = m & (key > t)
-    n_gt = tl.sum(gt.to(tl.int32), 0)
-    if ONESHOT:
-        eq = m & (key == t)
-        if TUPLE_REDUCE:
-            c_gt, c_eq = tl.associative_scan((gt.to(tl.int32), eq.to(tl.int32)), 0, _add2)
-        else:
-            c_gt, c_eq = tl.cumsum(gt.to(tl.int32), 0), tl.cumsum(eq.to(tl.int32), 0)
-        tl.store(dst + c_gt - 1, pos, mask=gt)
-        tl.store(dst + n_gt + c_eq - 1, pos, mask=eq & (c_eq <= k - n_gt))
-    else:
-        w_gt = tl.zeros([], tl.int32)
-        w_eq = tl.zeros([], tl.int32)
-        toffs = tl.arange(0, TILE)
-        for i0 in range(0, c, TILE):
-            i = i0 + toffs
-            tm = i < c
-            tkey = tl.load(CKEY + i, mask=tm, other=0).to(tl.uint32, bitcast=True)
-            tpos = tl.load(CPOS + i, mask=tm, other=0)
-            w_gt, w_eq = _emit(dst, tkey, tpos, tm, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
@@ -604,59 +567,45 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, slots, CAPB: tl.constexpr,
+def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
-    least kk (all keys at or above the threshold and below the sure one). NB > 0: the
-    filter's histogram of them names the bin of the kk-th largest, and where that is not
-    the last bin and holds at most TIES keys, the keys above it are written and its keys
-    ranked (_pick_by_bins: no bisection), a tile of CAPB (ONESHOT) or BLOCK at a time;
-    otherwise (or NB = 0) the kk-th largest is found by bisection: in registers where the
-    candidates fit the pick's slots (CAPB >= slots), else from memory a tile at a time.
-    Written after the sure ones. A sample that missed (more than k sure keys, fewer than
-    kk candidates), or more candidates than their room (cap), and the whole row is
-    searched from memory instead: slow, never wrong. Resets the row's counters (and
-    histogram) for the next call."""
+    least kk (all keys at or above the threshold and below the sure one). The filter's
+    histogram of them names the bin of the kk-th largest; where that is not the last bin
+    and holds at most TIES keys, the keys above it are written and its keys ranked
+    (_pick_by_bins: no bisection), a tile of CAPB (ONESHOT) or BLOCK candidates at a time;
+    otherwise the kk-th largest is found by bisection from memory, a tile at a time. Written
+    after the sure ones. A sample that missed (more than k sure keys, fewer than kk
+    candidates), or more candidates than their room (cap), and the whole row is searched
+    from memory instead: slow, never wrong. Resets the row's counters and histogram for
+    the next call."""
     row = tl.program_id(0).to(tl.int64)
-    if NB > 0:  # the first tile of candidates loaded with the counts (those past the count unused)
-        TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
-        i = tl.arange(0, TILE)
-        key0 = tl.load(CKEY + row * cap + i, mask=i < cap, other=0).to(tl.uint32, bitcast=True)
-        pos0 = tl.load(CPOS + row * cap + i, mask=i < cap, other=0)
+    TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
+    i = tl.arange(0, TILE)  # the first tile of candidates loaded with the counts (those past the count unused)
+    key0 = tl.load(CKEY + row * cap + i, mask=i < cap, other=0).to(tl.uint32, bitcast=True)
+    pos0 = tl.load(CPOS + row * cap + i, mask=i < cap, other=0)
     c = tl.load(COUNT + row)
     n_sure = tl.load(SURE + row)
-    if NB > 0:
-        bins = tl.arange(0, NB)
-        h = tl.load(HIST + row * NB + bins)
+    bins = tl.arange(0, NB)
+    h = tl.load(HIST + row * NB + bins)
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
     tl.store(SURE + row, 0)
+    tl.store(HIST + row * NB + bins, tl.zeros([NB], tl.int32))
     kk = k - n_sure
-    fits = (n_sure <= k) & (c >= kk)
     dst = IDX + row * k + n_sure
-    if NB > 0:
-        tl.store(HIST + row * NB + bins, tl.zeros([NB], tl.int32))
-        if fits & (c <= cap):
-            if kk > 0:
-                b_kth, n_above, n_tie = _bin_of_kth(h, c, kk, NB)
-                if (b_kth < NB - 1) & (n_tie <= TIES):
-                    _pick_by_bins(CKEY + row * cap, CPOS + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
-                                  dst, c, kk, b_kth, n_tie, NB, TILE, TIES)
-                else:
-                    _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
-        else:
-            _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
-    else:
-        if fits & (c <= slots):
-            if kk > 0:
-                _pick_from_candidates(CKEY + row * cap, CPOS + row * cap, dst, c, kk, CAPB, BLOCK, ONESHOT)
-        elif fits & (c <= cap):
-            if kk > 0:
+    if (n_sure <= k) & (c >= kk) & (c <= cap):
+        if kk > 0:
+            b_kth, n_above, n_tie = _bin_of_kth(h, c, kk, NB)
+            if (b_kth < NB - 1) & (n_tie <= TIES):
+                _pick_by_bins(CKEY + row * cap, CPOS + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
+                              dst, c, kk, b_kth, n_tie, NB, TILE, TIES)
+            else:
                 _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
-        else:
-            _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
+    else:
+        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -838,37 +787,33 @@ PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 THRESH_MIN_WARPS = 4
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
-# the pick writes its k positions in one scan of the positions loaded with the keys where it
-# runs at most PICK_ONESHOT_MAX_WARPS warps (None: never; sm_90, 32 keys per thread: ~168
-# registers, and at 16 warps and more the positions would spill) and the rows are at most
+# the pick reads its candidates in one tile of all its slots where it runs at most
+# PICK_ONESHOT_MAX_WARPS warps (None: never) and the rows are at most
 # PICK_ONESHOT_ROWS_PER_SM per SM (more rows want more programs per SM than those registers
-# allow); else a tile at a time, read again (H100, reports/kernels/tune_sparq_d35f6ba.json:
-# 32 rows x 32k, k=2048 35.1 -> 33.1 us; but 512 rows x 4096 candidates 138.7 vs 153.6)
+# allow); else PICK_TILE at a time (measured for the bisection pick this replaced, H100,
+# reports/kernels/tune_sparq_d35f6ba.json: 32 rows x 32k, k=2048 35.1 -> 33.1 us; but 512
+# rows x 4096 candidates 138.7 vs 153.6)
 PICK_ONESHOT_MAX_WARPS = 8
 PICK_ONESHOT_ROWS_PER_SM = 2
-# the pick holds up to its register slots of candidates: the expected count and this many
-# standard deviations of it (a row with more, up to the cap, is picked from memory a tile
-# at a time); SAMPLE_SIGMAS: as many as the cap, none ever from memory
+# the pick's slots (its first tile where it reads them in one): the expected count of
+# candidates and this many standard deviations of it (a row with more reads the rest a
+# tile at a time); SAMPLE_SIGMAS: as many as the cap
 PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
 # the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
 # always / never (tests, tuning)
 SURE_THRESHOLD = None
 # the pick by bins (_pick_by_bins): the filter counts each row's candidates in a histogram
-# of PICK_BINS_PER_KEYS-th as many bins as the row has keys (a power of two in
-# [PICK_BINS_MIN, PICK_BINS_MAX]; the sampled span from the threshold up fills half to all
-# of them), and the pick ranks the at most PICK_TIES keys of the bin of the k-th largest
-# against each other. False: the k-th largest by bisection (_pick_from_candidates)
-PICK_BINNED = True
-PICK_BINS_PER_KEYS = 32
-PICK_BINS_MIN, PICK_BINS_MAX = 256, 4096
-PICK_TIES = 64  # H200, reports/kernels/tune_fixed_043170c.json: 128 -> 64 faster by 0.1-5 us
+# of select_plan.pick_bins(S) bins, and the pick ranks the at most PICK_TIES keys of the bin
+# of the k-th largest against each other. H200 (reports/kernels/tune_fixed_043170c.json,
+# against the k-th largest by bisection over the candidates in registers, since removed):
+# select in the step B=1 S=32k 22.1 -> 19.2 us, B=64 S=4k 112.1 -> 85.0, B=16 S=32k 117.2 ->
+# 102.2; selection alone 2048 x 16k, k=1024, 288.7 -> 237.0; ties 64 instead of 128 faster
+# by 0.1-5 us more
+PICK_TIES = 64
 
 
 def pick_bins(S: int) -> int:
-    """Bins of the pick's histogram for rows of S keys (0: no histogram, the bisection pick)."""
-    if not PICK_BINNED:
-        return 0
-    return max(PICK_BINS_MIN, min(PICK_BINS_MAX, triton.next_power_of_2(max(1, S // PICK_BINS_PER_KEYS))))
+    return int(plan.pick_bins(S))
 
 
 def sample_size(S: int) -> int:
@@ -920,7 +865,7 @@ class FilterWorkspace:
         self.block = FILTER_BLOCK
         self.thresh = torch.empty((rows, 4), dtype=torch.int32, device=device)  # thresholds, bins' origin, scale
         self.bins = pick_bins(S)
-        self.hist = torch.zeros((rows, max(1, self.bins)), dtype=torch.int32, device=device)  # reset by the pick
+        self.hist = torch.zeros((rows, self.bins), dtype=torch.int32, device=device)  # reset by the pick
         self.ties = PICK_TIES
         self.tie = torch.empty((rows, 2 * self.ties), dtype=torch.int32, device=device)  # keys, then positions
         self.n_sure = torch.zeros(rows, dtype=torch.int32, device=device)
@@ -960,7 +905,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                               NB_LOG2=max(1, ws.bins).bit_length() - 1,
+                               NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
     tiles = triton.cdiv(ws.S, ws.block * (2 if FILTER_PAIR else 1))
     _filter_kernel[(rows, tiles)](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, ws.hist, ws.S, ws.k,
@@ -990,7 +935,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
-                          ws.slots, CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
+                          CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
                           num_warps=warps)
     return out
 

@@ -14,7 +14,22 @@ import numpy as np
 SAMPLE_MIN, SAMPLE_MAX = 256, 8192  # keys in a row's sample (the whole row when shorter)
 SAMPLE_STRIDE = 16  # at most one key in this many (4-byte keys: every other 32-byte sector)
 SAMPLE_SIGMAS = 6.0
-FILTER_BLOCK = 2048  # keys per program of the filter pass (a grid of rows x tiles of S)
+# keys per program of the filter pass (a grid of rows x tiles of S). H200, 2048 -> 1024
+# (reports/kernels/tune_fixed_b16b0db.json): select in the step B=16 S=32k 101.9 -> 90.1 us,
+# B=64 S=4k 79.8 -> 72.1, B=1 S=32k 18.0 -> 17.4; alone 2048 x 16k, k=1024 231.9 -> 210.8
+# (4096: slower everywhere, 296.7 there)
+FILTER_BLOCK = 1024
+# the pick's histogram: a bin for every PICK_BINS_PER_KEYS keys of the row, a power of two in
+# [PICK_BINS_MIN, PICK_BINS_MAX] (about 10 keys in the bin of the k-th largest at k = S/16
+# on normal scores, where the sample's span from the threshold up fills the bins)
+PICK_BINS_PER_KEYS = 32
+PICK_BINS_MIN, PICK_BINS_MAX = 256, 4096
+
+
+def pick_bins(S):
+    """Bins of the pick's histogram for rows of S keys."""
+    n = np.exp2(np.ceil(np.log2(np.maximum(np.asarray(S, np.float64) // PICK_BINS_PER_KEYS, 1.0))))
+    return np.clip(n, PICK_BINS_MIN, PICK_BINS_MAX).astype(np.int64)
 
 
 def sample_size(S, lo=SAMPLE_MIN, hi=SAMPLE_MAX, stride=SAMPLE_STRIDE):

@@ -97,12 +97,16 @@ def test_sparq_phase_bytes_by_hand():
     # kernel (4 B each) and read back by the threshold; k = 128 gives 256 * 128 / 4096 = 8
     # expected sampled keys above the k-th, so the threshold's rank is
     # ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys, are candidates:
-    # written as key and position (8 B), read as keys, then keys and positions
+    # written as key and position (8 B), read as keys, then keys and positions; the pick's
+    # histogram, 4096 / 32 = 128 -> at least 256 bins of 4 B, read and cleared; the threshold
+    # row of four 4-byte values
     ours = attention_costs("sparq", w)
     assert ours[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4, "sample": n * 256 * 4}
     sel = ours[P.SPARQ_SELECT]
-    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 12}
-    assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 4}
+    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 12,
+                         "histogram": n * 256 * 4}
+    assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 16,
+                          "histogram": n * 256 * 4}
     assert sel.launches == 3
     # a sample read from the scores costs a 32-byte sector per key
     apart = attention_costs("sparq", w, SparqImpl(sample_in_score=False))
@@ -119,19 +123,20 @@ def test_sparq_phase_bytes_by_hand():
     assert big.reads["candidates"] == n * 4608 * 12 and big.writes["candidates"] == n * 4608 * 8
     # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
     # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
-    # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter: 64
-    # tiles of 2048 per row, each doing its counts and writes twice
-    assert big.serial_items == 8192 + 2 * 8192
+    # 4608 + 6 * 266.7 + 64 = 6272, also 8192); 131072 / 32 = 4096 bins; serial items
+    # 8192 + 4096 + 2 * 8192. The filter: 128 tiles of 1024 per row, each doing its counts
+    # and writes twice
+    assert big.serial_items == 8192 + 4096 + 2 * 8192
     (grid,) = big.grids
-    assert float(grid.programs(132)) == n * 64 * 2
+    assert float(grid.programs(132)) == n * 128 * 2
     # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
     # bisection (4608 + 8192 items) are more serial work than the candidates (10496): no sure
     # threshold, the 10496 candidates picked (spread 131072 * sqrt(p (1 - p) / 8192) = 392.9
     # for p = 656 / 8192: 10496 + 3 * 392.9 + 64 = 11739 -> 16384 slots), the sample bisected
     # once, each filter tile done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 8192
-    assert float(many.grids[0].programs(132)) == 64 * 64
+    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 4096 + 8192
+    assert float(many.grids[0].programs(132)) == 64 * 128
 
 
 def test_gqa_shares_score_and_gather_traffic_across_the_group():
@@ -189,15 +194,16 @@ def test_speedup_approaches_byte_ratio_at_long_context():
     assert ev.summary["sparq.speedup_attention"] == pytest.approx(ratio, rel=0.01)
 
 
-def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
+def test_selection_serial_work_is_sample_plus_pick_slots_and_bins_by_hand():
     """S = 16k, k = 1024: a 1024-key sample (one in 16), threshold at sampled rank
     ceil(64 + 6 * 8 + 8) = 120, so 16384 * 120 / 1024 = 1920 candidates, spread
     16384 * sqrt(p (1 - p) / 1024) = 164.7 for p = 120 / 1024; the pick holds
-    1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots. Each of the 4 rows' programs goes through
-    1024 sampled keys and 4096 slots; the filter runs 8 tiles of 2048 per row."""
+    1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots and 16384 / 32 = 512 bins. Each of the 4
+    rows' programs goes through 1024 sampled keys, 4096 slots and 512 bins; the filter runs
+    16 tiles of 1024 per row."""
     from sparq_perf.cost.attention import select_cost
 
     c = select_cost(P.SPARQ_SELECT, 4, 16384, 1024.0, SparqImpl())
-    assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096)
-    assert float(c.grids[0].programs(132)) == 4 * 8
+    assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096 + 512)
+    assert float(c.grids[0].programs(132)) == 4 * 16
     assert float(c.writes["candidates"]) == pytest.approx(4 * 1920 * 8)

@@ -18,8 +18,7 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins",
-         "bisection"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -32,7 +31,7 @@ def select_path(request, monkeypatch):
     above it written at once, the band below it picked): wherever it exists, and set too
     low (more than k keys above it: the whole-row fallback). With 16 bins and 32 ties at
     most (the k-th's bin too full, or the last: the pick falls back to bisection from
-    memory), and without bins (the k-th largest by bisection in registers)."""
+    memory)."""
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
@@ -53,11 +52,9 @@ def select_path(request, monkeypatch):
     if p == "sure-missed":
         monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
     if p == "few-bins":
-        monkeypatch.setattr(sparq_module, "PICK_BINS_MIN", 16)
-        monkeypatch.setattr(sparq_module, "PICK_BINS_MAX", 16)
+        monkeypatch.setattr(sparq_module.plan, "PICK_BINS_MIN", 16)
+        monkeypatch.setattr(sparq_module.plan, "PICK_BINS_MAX", 16)
         monkeypatch.setattr(sparq_module, "PICK_TIES", 32)
-    if p == "bisection":
-        monkeypatch.setattr(sparq_module, "PICK_BINNED", False)
     return p
 
 
@@ -136,7 +133,7 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
     rows = 2
     scores = torch.randn(rows, S, device=DEV)
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV)
-    assert ws.bins == max(256, min(4096, S // 32))
+    assert ws.bins == {32768: 1024, 16384: 512, 8000: 256}[S]
     out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
     count = sparq_module.filter_candidates(scores, ws, out=out).clone()
     for row in range(rows):

@@ -132,12 +132,13 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
     else a sector each from the scores), the candidates written as key and position, read back as keys, then as
-    keys and positions, and a threshold per row, in three launches. Where the sure threshold
+    keys and positions, a threshold per row (with the origin and scale of its bins), and
+    the pick's histogram per row read and cleared, in three launches. Where the sure threshold
     is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
     it are written straight as indices. The threshold and the pick are one program per row,
-    over its sampled keys (twice with a sure threshold) and over its register slots (its
-    bisection reduces over all of them, filled or not): the serial terms (items = sample +
-    slots). The filter is a program per tile of FILTER_BLOCK scores, each counting, scanning
+    over its sampled keys (bisected, twice with a sure threshold) and over its slots of
+    candidates and its histogram's bins (each read and scanned once): the serial terms
+    (items = sample + slots + bins). The filter is a program per tile of FILTER_BLOCK scores, each counting, scanning
     and appending its tile (twice with a sure threshold: for the candidates and the sure
     keys): its grid. Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
@@ -151,13 +152,16 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     slots = plan.pick_slots_held(positions, chosen, m, sure)
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
+    bins = plan.pick_bins(positions)
     reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
+    reads["histogram"] = n * bins * STAT_BYTES
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
-    writes["threshold"] = n * STAT_BYTES
+    writes["histogram"] = n * bins * STAT_BYTES  # cleared for the next call (the filter's counts are L2 atomics)
+    writes["threshold"] = n * 4 * STAT_BYTES  # thresholds, the bins' origin and scale
     passes = np.where(sure, 2.0, 1.0)  # of the sample's bisection, and of the filter's count and writes
     grid = SplitGrid(n, positions, plan.FILTER_BLOCK, np.inf, np.inf, weight=passes)
     return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
-                     serial_rows=n, serial_items=slots + m * passes, grids=(grid,))
+                     serial_rows=n, serial_items=slots + bins + m * passes, grids=(grid,))
 
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
