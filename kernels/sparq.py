@@ -24,8 +24,9 @@ sparq_select exact top-k in three launches, for any number of rows and lengths:
              the keys above the sure threshold straight to the output and appending the
              keys between the two, with their positions, to the candidates (1.3-1.9 k at
              k = S/16 without a sure threshold; with one, a band growing as sqrt(k)) through
-             per-row atomic counters, each counted in a histogram per row of equal bins in
-             score from the threshold up (the sample's span filling them); a pick, one
+             per-row atomic counters, each counted in a histogram per row of bins from the
+             threshold up (equal in ratio where the threshold is positive, else in score;
+             the sample's span filling them); a pick, one
              program per row, taking the rest of the k from the candidates: the histogram
              names the bin of the kk-th largest, the positions of the keys above that bin
              are written after the sure ones, and the bin's few keys (about 10 at k = S/16)
@@ -351,10 +352,14 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept);
     where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
     key (its top 16 bits rounded up), else 0xFFFFFFFF; and the pick's bins, 2**NB_LOG2 of
-    them, equal in score from the threshold's score up to the sure threshold's (without
-    one, the sample's largest), the last holding every score from there up: the threshold's
-    score and the bins per unit of score (0 where not finite: one bin for all).
-    THRESH[row] = (threshold, sure, threshold's score, bins per unit) as int32 bits."""
+    them, from the threshold up to the sure threshold (without one, the sample's largest
+    key), the last holding every key from there up (_bin_of): where the threshold's score
+    is positive, equal in order key (in the exponent and leading mantissa bits: in ratio,
+    as suits summed softmax weights), the least shift that puts that span in fewer than
+    2**NB_LOG2 bins of (key - threshold) >> shift; else equal in score (a threshold near
+    or below zero spans every small exponent), the bins per unit of score (0 where not
+    finite: one bin for all). THRESH[row] = (threshold, sure, threshold's score, shift or
+    bins per unit) as int32 bits."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
@@ -373,8 +378,9 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     x_lo = _key_value(t)
     scale = ((1 << NB_LOG2) - 1) / (_key_value(top) - x_lo)
     scale = tl.where((scale > 0) & (scale < float("inf")) & (x_lo > float("-inf")), scale, 0.0)
+    shift = _bit_length(tl.where(top > t, top - t, 0) >> NB_LOG2)
     tl.store(THRESH + 4 * row + 2, x_lo.to(tl.int32, bitcast=True))
-    tl.store(THRESH + 4 * row + 3, scale.to(tl.int32, bitcast=True))
+    tl.store(THRESH + 4 * row + 3, tl.where(x_lo > 0, shift, scale.to(tl.int32, bitcast=True)))
 
 
 @triton.jit
@@ -418,20 +424,25 @@ def _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, 
         m = take & (slot < cap)
         tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
         tl.store(CPOS + row * cap + slot, pos, mask=m)
-        b = _bin_of(x, THRESH + 4 * row, NB)
+        b = _bin_of(x, key, THRESH + 4 * row, NB)
         tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
 
 
 @triton.jit
-def _bin_of(x, THRESH_ROW, NB: tl.constexpr):
-    """The pick's bin (int32) of scores x at or above the row's threshold: equal bins in
-    score from the threshold's (THRESH_ROW[2], THRESH_ROW[3] bins per unit of score), the
-    last holding every score from there up (and all of them where the scale is 0). Never
+def _bin_of(x, key, THRESH_ROW, NB: tl.constexpr):
+    """The pick's bin (int32) of scores x (order keys key) at or above the row's threshold
+    THRESH_ROW[0]: where the threshold's score THRESH_ROW[2] is positive, (key - threshold)
+    >> THRESH_ROW[3]; else equal bins in score from the threshold's, THRESH_ROW[3] bins per
+    unit of score (0: all in one). The last bin holds every key from there up. Never
     decreasing in x, so a higher bin holds only higher scores."""
+    t_lo = tl.load(THRESH_ROW).to(tl.uint32, bitcast=True)
     x_lo = tl.load(THRESH_ROW + 2).to(tl.float32, bitcast=True)
-    scale = tl.load(THRESH_ROW + 3).to(tl.float32, bitcast=True)
-    f = (x - x_lo) * scale
-    return tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
+    w = tl.load(THRESH_ROW + 3)
+    by_key = x_lo > 0
+    f = (x - x_lo) * tl.where(by_key, 0, w).to(tl.float32, bitcast=True)
+    b_score = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
+    b_key = tl.minimum((key - t_lo) >> tl.where(by_key, w, 0).to(tl.uint32), NB - 1).to(tl.int32)
+    return tl.where(by_key, b_key, b_score)
 
 
 @triton.jit
@@ -540,7 +551,7 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
         else:
             key = tl.load(CKEY + i, mask=m, other=0).to(tl.uint32, bitcast=True)
             pos = tl.load(CPOS + i, mask=m, other=0)
-        b = _bin_of(_key_value(key), THRESH_ROW, NB)
+        b = _bin_of(_key_value(key), key, THRESH_ROW, NB)
         gt = m & (b > b_kth)
         eq = m & (b == b_kth)
         if TUPLE_REDUCE:

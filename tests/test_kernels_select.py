@@ -121,28 +121,41 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
-@pytest.mark.parametrize("S,k,sure", [(32768, 2048, False), (16384, 128, False), (8000, 2000, True),
-                                     (8000, 2000, False)])
-def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure):
-    """The filter's histogram counts each candidate in its bin (equal bins in score from the
-    threshold's, the last for all above), and on random scores the k-th largest lies below the last
-    bin and in a bin of at most PICK_TIES keys: the pick ranks them, it does not bisect."""
+@pytest.mark.parametrize("S,k,sure,kind", [(32768, 2048, False, "normal"), (16384, 128, False, "normal"),
+                                          (8000, 2000, True, "normal"), (8000, 2000, False, "normal"),
+                                          (32768, 4096, False, "softmax sums"), (16384, 1024, False, "softmax sums"),
+                                          (4096, 2048, False, "normal")])
+def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure, kind):
+    """The filter's histogram counts each candidate in its bin (from the threshold up: equal
+    in order key where the threshold is positive, else in score; the last for all above),
+    and on normal scores, on sums of softmax weights (as SparQ scores a group of heads) and
+    with the threshold below zero (k = S/2), the k-th largest lies below the last bin and
+    in a bin of at most PICK_TIES keys: the pick ranks them, it does not bisect."""
     if select_path != "filter":
         pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
     rows = 2
     scores = torch.randn(rows, S, device=DEV)
+    if kind == "softmax sums":
+        scores = torch.softmax(torch.randn(rows, 4, S, device=DEV) * 2.5, dim=-1).sum(1)
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV)
-    assert ws.bins == {32768: 1024, 16384: 512, 8000: 256}[S]
+    assert ws.bins == {32768: 1024, 16384: 512, 8000: 256, 4096: 256}[S]
     out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
     count = sparq_module.filter_candidates(scores, ws, out=out).clone()
     for row in range(rows):
         c = int(count[row])
         x = scores[row, ws.cpos[row, :c].long()]
-        x_lo, scale = ws.thresh[row, 2:].view(torch.float32).tolist()
-        assert scale > 0 and (x >= x_lo).all()
-        f = (x - torch.tensor(x_lo, dtype=torch.float32)) * torch.tensor(scale, dtype=torch.float32)
-        b = f.clamp(max=ws.bins - 1).long()  # as the kernels bin: in fp32, truncated
+        x_lo = float(ws.thresh[row, 2:3].view(torch.float32))
+        assert (x >= x_lo).all()
+        if x_lo > 0:  # bins equal in order key: (key - threshold) >> shift
+            key = ws.ckey[row, :c].long() & 0xFFFFFFFF
+            shift = int(ws.thresh[row, 3])
+            assert 0 <= shift < 32
+            b = ((key - (int(ws.thresh[row, 0]) & 0xFFFFFFFF)) >> shift).clamp(max=ws.bins - 1)
+        else:  # equal in score, as the kernels bin: in fp32, truncated
+            scale = ws.thresh[row, 3:].view(torch.float32)
+            assert float(scale) > 0
+            b = ((x - torch.tensor(x_lo, dtype=torch.float32)) * scale.cpu()).clamp(max=ws.bins - 1).long()
         assert torch.equal(torch.bincount(b, minlength=ws.bins).to(ws.hist.device), ws.hist[row].long())
         kk = k - int(ws.n_sure[row])
         b_kth = int(b.sort(descending=True).values[kk - 1])
