@@ -49,10 +49,10 @@ def main(argv=None):
         assert same_topk(scores[0], outs[0], k), (rows, S, k)
         sp.filter_candidates(scores[0], wss[0])
         c = wss[0].count.clone()
-        wss[0].count.zero_()
+        wss[0].reset()
         t_all = time_calls([(lambda s=s, o=o, w=w: sp.topk_indices(s, k, out=o, ws=w)) for s, o, w in zip(scores, outs, wss)])
-        t_filter = time_calls([(lambda s=s, w=w: (sp.filter_candidates(s, w), w.count.zero_())) for s, w in zip(scores, wss)])
-        t_zero = time_calls([(lambda w=w: w.count.zero_()) for w in wss])
+        t_filter = time_calls([(lambda s=s, w=w: (sp.filter_candidates(s, w), w.reset())) for s, w in zip(scores, wss)])
+        t_zero = time_calls([(lambda w=w: w.reset()) for w in wss])
         t_topk = time_calls([(lambda s=s: torch.topk(s, k, dim=-1, sorted=False)) for s in scores])
         row = dict(rows=rows, S=S, k=k, cap=wss[0].cap, slots=wss[0].slots, rank=wss[0].rank, n_sample=wss[0].n_sample,
                    count_min=int(c.min()), count_max=int(c.max()), select_us=t_all["median_s"] * 1e6,

@@ -885,6 +885,11 @@ class FilterWorkspace:
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
         self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
 
+    def reset(self):
+        """Counters and histogram as the pick leaves them, after a filter pass run alone."""
+        for t in (self.count, self.n_sure, self.hist):
+            t.zero_()
+
 
 def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
     """Warps for a program holding n keys at per_thread keys per thread, within [lo, hi]."""

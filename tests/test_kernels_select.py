@@ -160,8 +160,7 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
         kk = k - int(ws.n_sure[row])
         b_kth = int(b.sort(descending=True).values[kk - 1])
         assert b_kth < ws.bins - 1 and int(ws.hist[row, b_kth]) <= ws.ties, (b_kth, int(ws.hist[row, b_kth]))
-    for t in (ws.count, ws.n_sure, ws.hist):  # as the pick leaves them: the filter alone did not
-        t.zero_()
+    ws.reset()  # as the pick leaves them: the filter alone did not
     topk_indices(scores, k, out=out, ws=ws)
     assert int(ws.hist.abs().sum()) == 0, "the pick leaves the histogram cleared for the next call"
     got = torch.gather(scores, -1, out.long()).sort(-1).values
