@@ -353,13 +353,14 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
     key (its top 16 bits rounded up), else 0xFFFFFFFF; and the pick's bins, 2**NB_LOG2 of
     them, from the threshold up to the sure threshold (without one, the sample's largest
-    key), the last holding every key from there up (_bin_of): where the threshold's score
+    finite key: +inf marks the forced local window), the last holding every key from there
+    up (_bin_of): where the threshold's score
     is positive, equal in order key (in the exponent and leading mantissa bits: in ratio,
     as suits summed softmax weights), the least shift that puts that span in fewer than
     2**NB_LOG2 bins of (key - threshold) >> shift; else equal in score (a threshold near
     or below zero spans every small exponent), the bins per unit of score (0 where not
-    finite: one bin for all). THRESH[row] = (threshold, sure, threshold's score, shift or
-    bins per unit) as int32 bits."""
+    finite: every finite key in the first bin, +inf and NaN in the last). THRESH[row] =
+    (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
@@ -369,7 +370,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
     tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
-    top = tl.max(sample, 0)
+    top = tl.max(tl.where(sample < 0xFF800000, sample, 0), 0)  # the largest finite key (+inf: forced positions)
     if rank_sure > 0:
         h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
@@ -479,8 +480,8 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
     """The exact top k of n keys read from memory a tile at a time: a row of scores
     (SCORES: the positions are the indices) or candidates with their positions at POS.
     Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
-    pass, then a writing pass. Slow: only for rows whose candidates missed the k-th largest
-    or outnumber the pick's registers."""
+    pass, then a writing pass. Slow: only for rows whose candidates missed the k-th largest,
+    or whose k-th largest lies in the last bin or in a bin of more than PICK_TIES keys."""
     offs = tl.arange(0, TILE)
     t = tl.zeros([], tl.uint32)
     for j in range(16):
@@ -558,7 +559,7 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
             c_gt, c_eq = tl.associative_scan((gt.to(tl.int32), eq.to(tl.int32)), 0, _add2)
         else:
             c_gt, c_eq = tl.cumsum(gt.to(tl.int32), 0), tl.cumsum(eq.to(tl.int32), 0)
-        tl.store(dst + w_gt + c_gt - 1, pos, mask=gt)
+        tl.store(dst + w_gt + c_gt - 1, pos, mask=gt & (w_gt + c_gt <= kk))  # within the row whatever the counts
         eq = eq & (w_eq + c_eq <= TIES)  # all of them, as the histogram counted them
         tl.store(TIE + w_eq + c_eq - 1, key.to(tl.int32, bitcast=True), mask=eq)
         tl.store(TIE + TIES + w_eq + c_eq - 1, pos, mask=eq)
@@ -787,6 +788,8 @@ SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 4
 FILTER_PAIR = False  # two tiles a program, both loaded before either is filtered
+# (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
+# replaced; not measured again)
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
 # time of 16 at 4k-16k candidates, reports/kernels/tune_sparq_warps_4e5e13f.json)
 # ... but this many where the rows are at most one per SM and the pick then keeps to
@@ -850,7 +853,8 @@ def candidate_cap(S: int, k: int, n: int, sure: bool = False) -> int:
 
 
 def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
-    """Candidates the pick holds in registers: as candidate_cap, PICK_SLOT_SIGMAS of spread."""
+    """Candidates in the pick's first tile where it reads them in one: as candidate_cap,
+    PICK_SLOT_SIGMAS of spread."""
     return _pow2_room(S, k, n, PICK_SLOT_SIGMAS, sure)
 
 
@@ -906,7 +910,7 @@ def pick_warps(slots: int, rows: int) -> int:
 
 
 def _one_scan_warps(warps: int) -> bool:
-    """At most PICK_ONESHOT_MAX_WARPS (None: never): few enough to write in one scan."""
+    """At most PICK_ONESHOT_MAX_WARPS (None: never): few enough to read the slots in one tile."""
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 

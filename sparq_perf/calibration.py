@@ -2,7 +2,7 @@
 
 Per phase, time = overhead_s + bytes / (bandwidth_fraction * copy bandwidth)
 + serial_s_per_item * serial work, the last for phases with work done by one program per
-row (the selection's threshold and pick: ceil(rows / compute_units) * (sample + slots + bins
+row (the selection's threshold and pick: ceil(rows / compute_units) * (sample + slots
 per row)), + s_per_program_wave * the programs of its split grids over the compute units,
 for phases whose programs each pay a fixed cost (the attend: q, statistics, the index load
 before the gather). The bandwidth term scales with a device's copy bandwidth; the overhead,

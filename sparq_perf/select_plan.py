@@ -61,7 +61,7 @@ def candidates(S, k, n, sigmas=SAMPLE_SIGMAS, spread=0.0):
 # the output and keeps as candidates only the keys between the two thresholds (the band),
 # of which the pick then takes the k - (sure keys) largest. The band grows as sqrt(k), the
 # candidates at or above the lower threshold as k: used where it shrinks the pick's slots.
-PICK_SLOT_SIGMAS = 3.0  # the pick's register slots: the expected candidates + this many sigmas
+PICK_SLOT_SIGMAS = 3.0  # the pick's slots (its first tile): the expected candidates + this many sigmas
 
 
 def sure_rank(S, k, n, sigmas=SAMPLE_SIGMAS):
@@ -96,6 +96,7 @@ def slots_for(expected, floor=16):
 # in the pick). H100 (reports/kernels/tune_sparq_203e49d.json, kernels.json at 6612bae):
 # 16384 -> 8192 slots 32 rows x 32k, k=8192 63.5 -> 38.2 us; 65536 -> 16384 at 128k, k=32768
 # 212.5 -> 95.3; but 8192 -> 4096 lost in the step: B=16 S=32k k=4096 151 -> 180, B=1 33 -> 35
+# (these rules were tuned on the bisection pick the pick by bins replaced; not measured again)
 SURE_MIN_SLOTS = 16384
 # ... and where it makes less serial work (the band and the sample's second bisection
 # against the candidates: band + n < candidates), or the rows are at most SURE_FEW_ROWS,
@@ -129,12 +130,12 @@ def pick_room(S, k, n, sure, sigmas):
     """Room for the picked keys, a power of two: their expected count, `sigmas` standard
     deviations and 64 more, at least k's power of two (16 where the sure threshold holds
     keys back), at most S's. With SAMPLE_SIGMAS: the candidates' room in memory; with
-    PICK_SLOT_SIGMAS: the pick's register slots."""
+    PICK_SLOT_SIGMAS: the pick's slots."""
     want = slots_for(picked_from(S, k, n, sure, SAMPLE_SIGMAS, spread=sigmas), floor=1)
     least = np.where(sure, 16.0, _pow2(k))
     return np.maximum(least, np.minimum(_pow2(S), want)).astype(np.int64)
 
 
 def pick_slots_held(S, k, n, sure):
-    """The keys a pick program holds in registers: its slots, within the candidates' room."""
+    """The keys a pick program reads in its first tile: its slots, within the candidates' room."""
     return np.minimum(pick_room(S, k, n, sure, SAMPLE_SIGMAS), pick_room(S, k, n, sure, PICK_SLOT_SIGMAS))

@@ -123,10 +123,9 @@ def test_sparq_phase_bytes_by_hand():
     assert big.reads["candidates"] == n * 4608 * 12 and big.writes["candidates"] == n * 4608 * 8
     # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
     # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
-    # 4608 + 6 * 266.7 + 64 = 6272, also 8192); 131072 / 32 = 4096 bins; serial items
-    # 8192 + 4096 + 2 * 8192. The filter: 128 tiles of 1024 per row, each doing its counts
-    # and writes twice
-    assert big.serial_items == 8192 + 4096 + 2 * 8192
+    # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter:
+    # 128 tiles of 1024 per row, each doing its counts and writes twice
+    assert big.serial_items == 8192 + 2 * 8192
     (grid,) = big.grids
     assert float(grid.programs(132)) == n * 128 * 2
     # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
@@ -135,7 +134,7 @@ def test_sparq_phase_bytes_by_hand():
     # for p = 656 / 8192: 10496 + 3 * 392.9 + 64 = 11739 -> 16384 slots), the sample bisected
     # once, each filter tile done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 4096 + 8192
+    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 8192
     assert float(many.grids[0].programs(132)) == 64 * 128
 
 
@@ -194,16 +193,17 @@ def test_speedup_approaches_byte_ratio_at_long_context():
     assert ev.summary["sparq.speedup_attention"] == pytest.approx(ratio, rel=0.01)
 
 
-def test_selection_serial_work_is_sample_plus_pick_slots_and_bins_by_hand():
+def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
     """S = 16k, k = 1024: a 1024-key sample (one in 16), threshold at sampled rank
     ceil(64 + 6 * 8 + 8) = 120, so 16384 * 120 / 1024 = 1920 candidates, spread
     16384 * sqrt(p (1 - p) / 1024) = 164.7 for p = 120 / 1024; the pick holds
-    1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots and 16384 / 32 = 512 bins. Each of the 4
-    rows' programs goes through 1024 sampled keys, 4096 slots and 512 bins; the filter runs
-    16 tiles of 1024 per row."""
+    1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots (and 16384 / 32 = 512 bins, not serial
+    work). Each of the 4 rows' programs goes through 1024 sampled keys and 4096 slots; the
+    filter runs 16 tiles of 1024 per row."""
     from sparq_perf.cost.attention import select_cost
 
     c = select_cost(P.SPARQ_SELECT, 4, 16384, 1024.0, SparqImpl())
-    assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096 + 512)
+    assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096)
+    assert float(c.reads["histogram"]) == 4 * 512 * 4
     assert float(c.grids[0].programs(132)) == 4 * 16
     assert float(c.writes["candidates"]) == pytest.approx(4 * 1920 * 8)

@@ -25,8 +25,8 @@ PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
     an exact pick; with small tiles (two a filter program), a sample smaller than the row and the pick's writes a
-    tile at a time; the candidates picked from memory a tile at a time (more than the pick's
-    register slots); and forced into the whole-row fallback by a threshold above the k-th
+    tile at a time; the candidates read a tile at a time (more than the pick's slots, its
+    first tile); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
     above it written at once, the band below it picked): wherever it exists, and set too
     low (more than k keys above it: the whole-row fallback). With 16 bins and 32 ties at
@@ -96,6 +96,14 @@ def test_ties_and_infinities():
     check(s, 1000)
 
 
+def test_duplicated_values():
+    """Every value twice: the k-th's bin holds pairs of equal keys, which its ranking
+    orders by their place among the bin's keys (the pick by bins, not its fallback)."""
+    v = torch.randn(2, 2048, device=DEV)
+    check(torch.cat([v, v], -1), 300)
+    check(torch.cat([-v.abs(), -v.abs()], -1), 301)  # negative pairs
+
+
 def test_softmax_like_scores():
     s = torch.softmax(torch.randn(2, 3000, device=DEV) * 4, dim=-1)
     check(s, 187)
@@ -122,15 +130,17 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
 
 
 @pytest.mark.parametrize("S,k,sure,kind", [(32768, 2048, False, "normal"), (16384, 128, False, "normal"),
-                                          (8000, 2000, True, "normal"), (8000, 2000, False, "normal"),
-                                          (32768, 4096, False, "softmax sums"), (16384, 1024, False, "softmax sums"),
-                                          (4096, 2048, False, "normal")])
+                                          (32768, 8192, True, "normal"), (32768, 2048, False, "softmax sums"),
+                                          (16384, 1024, False, "softmax sums"), (4096, 2048, False, "normal"),
+                                          (8192, 512, False, "window")])
 def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure, kind):
     """The filter's histogram counts each candidate in its bin (from the threshold up: equal
     in order key where the threshold is positive, else in score; the last for all above),
-    and on normal scores, on sums of softmax weights (as SparQ scores a group of heads) and
-    with the threshold below zero (k = S/2), the k-th largest lies below the last bin and
-    in a bin of at most PICK_TIES keys: the pick ranks them, it does not bisect."""
+    and on normal scores, on sums of softmax weights (as SparQ scores a group of heads),
+    with the threshold below zero (k = S/2) and with a forced local window (+inf, sampled
+    too), the k-th largest lies below the last bin and in a bin of at most PICK_TIES keys:
+    the pick ranks them, it does not bisect. (In 24 rows of each case the k-th's bin held
+    at most 33 keys of the 64.)"""
     if select_path != "filter":
         pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
@@ -138,8 +148,10 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
     scores = torch.randn(rows, S, device=DEV)
     if kind == "softmax sums":
         scores = torch.softmax(torch.randn(rows, 4, S, device=DEV) * 2.5, dim=-1).sum(1)
+    if kind == "window":
+        scores[:, -64:] = float("inf")
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV)
-    assert ws.bins == {32768: 1024, 16384: 512, 8000: 256, 4096: 256}[S]
+    assert ws.bins == {32768: 1024, 16384: 512, 8192: 256, 4096: 256}[S]
     out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
     count = sparq_module.filter_candidates(scores, ws, out=out).clone()
     for row in range(rows):
