@@ -52,11 +52,12 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
                (64, 4096, 32), (16, 32768, 32)]
 # the filter's tiles: 1024 keys (the default) and 512. The run at 043170c timed the pick by
 # bins against the bisection pick (since removed); at b16b0db the filter's tiles of 1024,
-# 2048 (then the default) and 4096 keys, its warps, two tiles a program, the threshold's warps
-PICK_VARIANTS = [{}, {"FILTER_BLOCK": 512}]
-STEP_VARIANTS = PICK_VARIANTS
+# 2048 (then the default) and 4096 keys, its warps, two tiles a program (since removed), the
+# threshold's warps
+FILTER_VARIANTS = [{}, {"FILTER_BLOCK": 512}]
+STEP_VARIANTS = FILTER_VARIANTS
 STEP_DEFAULTS = {n: getattr(sp, n) for n in {n for v in STEP_VARIANTS for n in v}}
-SELECT_VARIANTS = PICK_VARIANTS
+SELECT_VARIANTS = FILTER_VARIANTS
 
 
 def caches_and_queries(B, S, Hkv, gen):

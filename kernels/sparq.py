@@ -386,28 +386,18 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr, PAIR: tl.constexpr):
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
     COUNT counter (which counts past cap too), and each is counted in its bin of the row's
-    histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold
-    (its count and writes compiled out). PAIR: two tiles a program, both loaded first."""
+    histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
+    compiled out)."""
     row = tl.program_id(0).to(tl.int64)
-    pos = tl.program_id(1) * (2 * BLOCK if PAIR else BLOCK) + tl.arange(0, BLOCK)
-    x = tl.load(SCORES + row * S + pos, mask=pos < S, other=0.0)
-    if PAIR:
-        x2 = tl.load(SCORES + row * S + pos + BLOCK, mask=pos + BLOCK < S, other=0.0)
-    _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK, HAS_SURE, NB)
-    if PAIR:
-        _filter_tile(x2, pos + BLOCK, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK, HAS_SURE, NB)
-
-
-@triton.jit
-def _filter_tile(x, pos, row, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                 HAS_SURE: tl.constexpr, NB: tl.constexpr):
+    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
+    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0)
     t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
     key = _order_key(x)
     take = valid & (key >= t_lo)
@@ -787,7 +777,6 @@ SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 4
-FILTER_PAIR = False  # two tiles a program, both loaded before either is filtered
 # (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
 # replaced; not measured again)
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
@@ -927,10 +916,9 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
-    tiles = triton.cdiv(ws.S, ws.block * (2 if FILTER_PAIR else 1))
-    _filter_kernel[(rows, tiles)](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, ws.hist, ws.S, ws.k,
-                                  ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0, NB=ws.bins, PAIR=FILTER_PAIR,
-                                  num_warps=FILTER_WARPS)
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+                                                       ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
+                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS)
     return ws.count
 
 

@@ -24,7 +24,7 @@ PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
-    an exact pick; with small tiles (two a filter program), a sample smaller than the row and the pick's writes a
+    an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
     tile at a time; the candidates read a tile at a time (more than the pick's slots, its
     first tile); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
@@ -35,7 +35,6 @@ def select_path(request, monkeypatch):
     p = request.param
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
-        monkeypatch.setattr(sparq_module, "FILTER_PAIR", True)  # two tiles a program
         monkeypatch.setattr(sparq_module, "PICK_TILE", 256)
         monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
