@@ -1,6 +1,6 @@
 """Fixed costs where the rows are few, on one GPU: the dense kernel's grid and the
 selection's kernels (the pick by bins or by bisection, the filter's tiles and warps, the
-threshold's warps).
+threshold's warps), and the kernels launched with programmatic dependent launch or not.
 
 - dense: each (grid rule, waves, BLOCK_N) at each shape, checked against the float64
   reference first, timed beside torch SDPA on the same caches;
@@ -31,6 +31,7 @@ import torch
 import triton
 
 from sparq_perf import phases as P
+from sparq_perf.kernels import _common as cm
 from sparq_perf.kernels import dense as dn
 from sparq_perf.kernels import sparq as sp
 from sparq_perf.kernels.reference import dense_reference
@@ -45,7 +46,8 @@ DENSE_SHAPES = [(1, 8192, 32), (1, 16384, 32), (1, 32768, 32), (1, 131072, 32), 
 # (whole waves, waves, BLOCK_N): the rule before acdda27 (about `waves` waves, a part-filled
 # last one; (False, 2.0, 128)) and at most whole waves of resident programs (one a SM at 128
 # positions and 4 stages, two at 64; (True, 1.0, 128) is the kernels' default now)
-DENSE_GRID = [(False, 2.0, 128), (False, 4.0, 64), (True, 1.0, 128), (True, 2.0, 128), (True, 2.0, 64), (True, 4.0, 64)]
+# (the run at 1ab1979 timed them all; from c61d870 the default, with PDL and without)
+DENSE_GRID = [(True, 1.0, 128)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
@@ -53,11 +55,25 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # the filter's tiles: 1024 keys (the default) and 512. The run at 043170c timed the pick by
 # bins against the bisection pick (since removed); at b16b0db the filter's tiles of 1024,
 # 2048 (then the default) and 4096 keys, its warps, two tiles a program (since removed), the
-# threshold's warps
-FILTER_VARIANTS = [{}, {"FILTER_BLOCK": 512}]
+# threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
+# programmatic dependent launch (the default where supported) or not (USE_PDL False)
+FILTER_VARIANTS = [{}, {"USE_PDL": False}]
 STEP_VARIANTS = FILTER_VARIANTS
-STEP_DEFAULTS = {n: getattr(sp, n) for n in {n for v in STEP_VARIANTS for n in v}}
 SELECT_VARIANTS = FILTER_VARIANTS
+PDL_VARIANTS = [{}, {"USE_PDL": False}]
+
+
+def _owner(name):
+    """The module a variant's setting lives in: the SparQ kernels' or the shared one."""
+    return sp if hasattr(sp, name) else cm
+
+
+STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in STEP_VARIANTS + PDL_VARIANTS for n in v}}
+
+
+def apply(cfg):
+    for name, value in {**STEP_DEFAULTS, **cfg}.items():
+        setattr(_owner(name), name, value)
 
 
 def caches_and_queries(B, S, Hkv, gen):
@@ -75,8 +91,9 @@ def tune_dense(gen, res):
         base = dict(kind="dense", B=B, S=S, Hkv=Hkv)
         res.append(dict(base, config="sdpa", us=t["median_s"] * 1e6))
         defaults = dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES
-        for whole, waves, bn in DENSE_GRID:
+        for (whole, waves, bn), pdl in ((g, v) for g in DENSE_GRID for v in PDL_VARIANTS):
             dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = whole, waves
+            apply(pdl)
             wss = [dn.DenseWorkspace(q, c, block_n=bn) for q, c in zip(qs, caches)]
             wss[0].out.fill_(float("nan"))
             err = _rel_err(dn.dense_attention(qs[0], caches[0], wss[0])[0:1], ref)
@@ -84,9 +101,10 @@ def tune_dense(gen, res):
                 raise RuntimeError(f"dense off the reference ({err:.3g}) at {base} {whole, waves, bn}")
             t = time_calls([(lambda q=q, c=c, w=w: dn.dense_attention(q, c, w)) for q, c, w in zip(qs, caches, wss)],
                            target_s=0.05)
-            res.append(dict(base, config=dict(whole=whole, waves=waves, block_n=bn), splits=wss[0].n_splits,
+            res.append(dict(base, config=dict(whole=whole, waves=waves, block_n=bn, **pdl), splits=wss[0].n_splits,
                             us=t["median_s"] * 1e6, check_rel_err=err))
         dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = defaults
+        apply({})
         del caches, qs
         print("dense", B, S, Hkv, flush=True)
 
@@ -95,16 +113,14 @@ def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
         base = dict(kind="select", rows=rows, S=S, k=k)
         for cfg in SELECT_VARIANTS:
-            for name, value in {**STEP_DEFAULTS, **cfg}.items():
-                setattr(sp, name, value)
+            apply(cfg)
             # checked against torch.topk (twice on the same workspace), then both timed
             ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
             sure = sp.uses_sure(S, k, min(S, sp.sample_size(S)), rows)
             res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6))
             if not cfg:
                 res.append(dict(base, config="torch.topk", us=topk["median_s"] * 1e6))
-        for name, value in STEP_DEFAULTS.items():
-            setattr(sp, name, value)
+        apply({})
         print("select", rows, S, k, flush=True)
 
 
@@ -113,8 +129,7 @@ def tune_step(gen, res):
         r, k = 16, S // 16
         caches, qs = caches_and_queries(B, S, Hkv, gen)
         for cfg in STEP_VARIANTS:
-            for name, value in {**STEP_DEFAULTS, **cfg}.items():
-                setattr(sp, name, value)
+            apply(cfg)
             runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
             err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
             for x in runs[1:]:  # each set's scores and indices made before the phases that read them are timed
@@ -125,8 +140,7 @@ def tune_step(gen, res):
                 t = time_calls([x[phase] for x in runs], target_s=0.05)
                 res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
             del runs
-        for name, value in STEP_DEFAULTS.items():
-            setattr(sp, name, value)
+        apply({})
         del caches, qs
         print("step", B, S, Hkv, flush=True)
 

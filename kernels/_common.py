@@ -16,6 +16,46 @@ LOG2E = 1.4426950408889634
 # triton 3.9); there, dots run on operands upcast to fp32, which rounds nothing away.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+# Programmatic dependent launch (sm_90 on): each kernel of a step launches with launch_pdl,
+# so its programs become resident while the kernel before it drains. Each waits (grid_wait)
+# for that kernel to complete and flush its memory before any store and before loading what
+# that kernel wrote, then lets the next kernel launch. So when a kernel starts, the one
+# before it has passed its own wait: whatever was written two launches back or more is
+# complete and may be loaded before the wait (the filter's scores, attend's statistics).
+# USE_PDL: None where the GPU and Triton support it; False never (tuning).
+USE_PDL = None
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_supported() -> bool:
+    if INTERPRET or not torch.cuda.is_available() or not hasattr(tl.extra.cuda, "gdc_wait"):
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+        major = torch.cuda.get_device_capability()[0]
+    except (ImportError, RuntimeError, AssertionError):
+        return False
+    return major >= 9 and "launch_pdl" in getattr(CUDAOptions, "__dataclass_fields__", {})
+
+
+def pdl_on() -> bool:
+    return USE_PDL is not False and _pdl_supported()
+
+
+def pdl_args() -> dict:
+    """A launch's PDL constexpr and, where on, its launch_pdl option."""
+    on = pdl_on()
+    return {"PDL": on, "launch_pdl": True} if on else {"PDL": False}
+
+
+@triton.jit
+def grid_wait(PDL: tl.constexpr):
+    """First thing in a kernel launched with pdl_args: wait for the kernel before (a no-op
+    without PDL), then let the next one launch."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
 
 @triton.jit
 def dot(a, b, UPCAST: tl.constexpr):
@@ -98,8 +138,10 @@ def merge_kernel(
     D: tl.constexpr, DP: tl.constexpr,
     SP: tl.constexpr,  # splits rounded up to a power of two (bucketed: no per-token recompilation)
     MIX: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """One program per (sequence, query head): merge_row. Reads n_splits*(D+3)*4 bytes, writes D*e."""
+    grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     b = pid // HQ
     hq = pid % HQ
@@ -143,7 +185,7 @@ def launch_merge(o_part, m_part, l_part, a_part, v_bar, out, n_splits, mix):
     merge_kernel[(B * Hq,)](
         o_part, m_part, l_part, a_part if a_part is not None else m_part, v_bar, out, n_splits,
         *merge_args(v_bar, out), Hq, Hq // Hkv, D=d, DP=triton.next_power_of_2(d), SP=pow2_bucket(n_splits), MIX=mix,
-        num_warps=4,
+        num_warps=4, **pdl_args(),
     )
 
 

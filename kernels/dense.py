@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, launch_merge, n_splits_for
+from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, grid_wait, launch_merge, n_splits_for, pdl_args
 from .cache import KVCache
 from sparq_perf.cost.attention import DenseImpl
 
@@ -39,7 +39,9 @@ def _dense_partial_kernel(
     D: tl.constexpr, DP: tl.constexpr,
     BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr,  # dots on fp32 operands (interpreter only)
+    PDL: tl.constexpr,
 ):
+    grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     b = pid // HKV
@@ -110,7 +112,7 @@ def dense_attention(q: torch.Tensor, cache: KVCache, workspace: DenseWorkspace |
         cache.length, ws.chunk, ws.n_splits, LOG2E / math.sqrt(d),
         q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
         Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=d, DP=triton.next_power_of_2(d),
-        BLOCK_N=ws.block_n, UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages,
+        BLOCK_N=ws.block_n, UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages, **pdl_args(),
     )
     launch_merge(ws.o_part, ws.m_part, ws.l_part, None, cache.v_bar, ws.out, ws.n_splits, mix=False)
     return ws.out

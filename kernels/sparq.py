@@ -50,8 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, last_split_merges, launch_merge, merge_args,
-                      n_splits_for, num_sms, pow2_bucket)
+from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, grid_wait, last_split_merges, launch_merge,
+                      merge_args, n_splits_for, num_sms, pdl_args, pow2_bucket)
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 from sparq_perf.cost.attention import SparqImpl
@@ -161,9 +161,10 @@ def _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G: tl.constexpr, G
 
 @triton.jit
 def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                 DP: tl.constexpr, RP: tl.constexpr):
+                 DP: tl.constexpr, RP: tl.constexpr, PDL: tl.constexpr):
     """Grid (B*H_kv,): steps 1-2 once per KV head, for every score program and for attend:
     I1 [rows, RP], q masked to its top-r components (QM) and 1/tau per query head."""
+    grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     b = pid // HKV
     h = pid % HKV
@@ -194,7 +195,9 @@ def _score_kernel(
     TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
     FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
     UPCAST: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     chunk_id = tl.program_id(1)
     b = pid // HKV
@@ -345,7 +348,8 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
+                      PDL: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
@@ -361,6 +365,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     or below zero spans every small exponent), the bins per unit of score (0 where not
     finite: every finite key in the first bin, +inf and NaN in the last). THRESH[row] =
     (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
+    grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
@@ -386,18 +391,20 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr):
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
     the sure one are appended, with their positions, to the row's candidates through its
     COUNT counter (which counts past cap too), and each is counted in its bin of the row's
     histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
-    compiled out)."""
+    compiled out). With PDL the tile's scores (the score kernel's, two launches back) are
+    loaded before the wait for the threshold kernel."""
     row = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0)
+    grid_wait(PDL)
     t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
     key = _order_key(x)
     take = valid & (key >= t_lo)
@@ -571,7 +578,7 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
 @triton.jit
 def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr):
+                 ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
     least kk (all keys at or above the threshold and below the sure one). The filter's
@@ -583,6 +590,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
     candidates), or more candidates than their room (cap), and the whole row is searched
     from memory instead: slow, never wrong. Resets the row's counters and histogram for
     the next call."""
+    grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
     i = tl.arange(0, TILE)  # the first tile of candidates loaded with the counts (those past the count unused)
@@ -623,7 +631,11 @@ def _attend_kernel(
     MIX: tl.constexpr,  # compute alpha (step 6) for the v_bar mixing
     FUSED: tl.constexpr,  # the last split program of each KV head merges (fused_merge)
     UPCAST: tl.constexpr,
+    PDL: tl.constexpr,
+    EARLY: tl.constexpr,  # with PDL: q, QM, 1/tau and the statistics read before the wait (the pick ran last)
 ):
+    if not EARLY:
+        grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     b = pid // HKV
@@ -647,6 +659,8 @@ def _attend_kernel(
         l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
         inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
         a_acc = tl.zeros([GP], tl.float32)
+    if EARLY:
+        grid_wait(PDL)  # for the pick's positions
     k_base = K + b * sKb + h * sKh
     v_base = V + b * sVb + h * sVh
     idx_base = IDX + pid * k
@@ -725,6 +739,9 @@ class SparqState:
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.a_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.merge_count = torch.zeros(rows, dtype=torch.int32, device=dev)  # reset by the merging program
+        # the last of this state's launches was the selection's pick (so attend's early loads, of what the
+        # score wrote, come two launches after it: _common.USE_PDL)
+        self.selected = False
         self.out = torch.empty_like(q)
 
     def matches(self, cache, r, k, l):
@@ -752,6 +769,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     KT = cache.KT
     Hkv = cache.n_kv_heads
     meta = _meta(q, cache)
+    state.selected = False
     grid = (q.shape[0] * Hkv, state.n_chunks)
     args = (
         q, KT, state.scores, state.sel.sample, state.qm, state.inv_tau, state.i1, state.m_stat, state.l_stat,
@@ -761,9 +779,10 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     )
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"})
+                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"},
+                                          **pdl_args())
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
-                  num_warps=num_warps or SCORE_WARPS, **meta)
+                  num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
     else:
@@ -915,10 +934,11 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                NB_LOG2=ws.bins.bit_length() - 1,
-                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16))
+                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16), **pdl_args())
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
                                                        ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
-                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS)
+                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
+                                                       **pdl_args())
     return ws.count
 
 
@@ -944,13 +964,15 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
-                          num_warps=warps)
+                          num_warps=warps, **pdl_args())
     return out
 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
+    out = topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
+    state.selected = True
+    return out
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=None, num_stages=None):
@@ -967,6 +989,7 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
         FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
+        EARLY=state.selected, **pdl_args(),
     )
     if not fused:
         launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits,

@@ -151,6 +151,15 @@ def test_phases_run_alone_and_repeat():
     assert cache.length == 257
 
 
+@pytest.mark.skipif(DEV != "cuda", reason="a GPU's launches")
+def test_kernels_launch_dependent_on_hopper():
+    """From sm_90 every kernel of a step launches with programmatic dependent launch, so the
+    GPU tests here (eager, and replayed in a graph below) run the overlapped launches."""
+    from sparq_perf.kernels._common import pdl_args
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert pdl_args() == ({"PDL": True, "launch_pdl": True} if hopper else {"PDL": False})
+
+
 @pytest.mark.skipif(DEV != "cuda", reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("Hkv", [8, 2])
 def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):

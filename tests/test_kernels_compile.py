@@ -65,7 +65,9 @@ CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128
 out = {}
 for name, sig, consts, warps in CASES:
     fn = getattr(dn if name.startswith("_dense") else sp, name)
-    sig = {n: t for n, t in sig.items() if n in fn.arg_names}
+    # launched with programmatic dependent launch (attend loading its statistics before the wait)
+    sig = {n: t for n, t in {**sig, "PDL": "constexpr", "EARLY": "constexpr"}.items() if n in fn.arg_names}
+    consts = {**consts, **{n: True for n in ("PDL", "EARLY") if n in fn.arg_names}}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
@@ -77,7 +79,8 @@ for name, sig, consts, warps in CASES:
     ptx = k.asm["ptx"]
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
         f" NB={consts['NB']}" if "TIES" in consts else "")
-    out[name] = "local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else ("ok" if ".entry" in ptx else "no entry")
+    out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
+                 else "no grid dependency wait" if "griddepcontrol.wait" not in ptx else "ok")
 print(json.dumps(out))
 '''
 

@@ -166,9 +166,9 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
             assert 0 <= shift < 32
             b = ((key - (int(ws.thresh[row, 0]) & 0xFFFFFFFF)) >> shift).clamp(max=ws.bins - 1)
         else:  # equal in score, as the kernels bin: in fp32, truncated
-            scale = ws.thresh[row, 3:].view(torch.float32)
+            scale = ws.thresh[row, 3:].view(torch.float32)  # [1], on the scores' device
             assert float(scale) > 0
-            b = ((x - torch.tensor(x_lo, dtype=torch.float32)) * scale.cpu()).clamp(max=ws.bins - 1).long()
+            b = ((x - torch.tensor(x_lo, dtype=torch.float32, device=x.device)) * scale).clamp(max=ws.bins - 1).long()
         assert torch.equal(torch.bincount(b, minlength=ws.bins).to(ws.hist.device), ws.hist[row].long())
         kk = k - int(ws.n_sure[row])
         b_kth = int(b.sort(descending=True).values[kk - 1])
