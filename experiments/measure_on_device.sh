@@ -8,6 +8,6 @@ out=${OUT:-/tmp/sparq-out}/$name
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 SPARQ_PERF_COMMIT=$commit
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v WARNING
-TRITON_INTERPRET=0 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_*.py 2>&1 | tail -3 | tee "$out/kernel_tests.txt"
+bash experiments/gpu_kernel_tests.sh "$out/kernel_tests.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$out/log.txt"
 python3 -m sparq_perf.cli measure --out "$out" "$@" 2>&1 | tee -a "$out/log.txt"

@@ -56,11 +56,12 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # bins against the bisection pick (since removed); at b16b0db the filter's tiles of 1024,
 # 2048 (then the default) and 4096 keys, its warps, two tiles a program (since removed), the
 # threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
-# programmatic dependent launch (the default where supported) or not (USE_PDL False)
-FILTER_VARIANTS = [{}, {"USE_PDL": False}]
+# programmatic dependent launch (the default where supported), the next kernel let launch
+# after each program's main work (the default) or at its wait, or no PDL (USE_PDL False)
+FILTER_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]
 STEP_VARIANTS = FILTER_VARIANTS
 SELECT_VARIANTS = FILTER_VARIANTS
-PDL_VARIANTS = [{}, {"USE_PDL": False}]
+PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]
 
 
 def _owner(name):

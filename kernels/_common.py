@@ -22,8 +22,12 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # that kernel wrote, then lets the next kernel launch. So when a kernel starts, the one
 # before it has passed its own wait: whatever was written two launches back or more is
 # complete and may be loaded before the wait (the filter's scores, attend's statistics).
-# USE_PDL: None where the GPU and Triton support it; False never (tuning).
+# The next kernel launches once every program of this one has let it (launch_next), after its
+# main work (PDL_LAUNCH_EARLY False) or right after its wait (True: its waiting programs
+# then share the SMs with this kernel's work for longer). USE_PDL: None where the GPU and
+# Triton support it; False never (tuning).
 USE_PDL = None
+PDL_LAUNCH_EARLY = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,17 +47,28 @@ def pdl_on() -> bool:
 
 
 def pdl_args() -> dict:
-    """A launch's PDL constexpr and, where on, its launch_pdl option."""
-    on = pdl_on()
-    return {"PDL": on, "launch_pdl": True} if on else {"PDL": False}
+    """A launch's PDL constexpr (0: off; 1: the next kernel let launch at the wait; 2: at
+    launch_next) and, where on, its launch_pdl option."""
+    if not pdl_on():
+        return {"PDL": 0}
+    return {"PDL": 1 if PDL_LAUNCH_EARLY else 2, "launch_pdl": True}
 
 
 @triton.jit
 def grid_wait(PDL: tl.constexpr):
-    """First thing in a kernel launched with pdl_args: wait for the kernel before (a no-op
-    without PDL), then let the next one launch."""
-    if PDL:
+    """In a kernel launched with pdl_args, before its stores and its loads of what the
+    kernel before wrote: wait for that kernel (a no-op without PDL)."""
+    if PDL != 0:
         tl.extra.cuda.gdc_wait()
+    if PDL == 1:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def launch_next(PDL: tl.constexpr):
+    """After a program's main work (and its grid_wait): the next kernel may launch once every
+    program has been here or exited."""
+    if PDL == 2:
         tl.extra.cuda.gdc_launch_dependents()
 
 
@@ -149,6 +164,7 @@ def merge_kernel(
     vbar = 0.0
     if MIX:
         vbar = tl.load(VBAR + b * sVb + (hq // G) * sVh + offs_d, mask=offs_d < D, other=0.0)
+    launch_next(PDL)
     merge_row(O_PART, M_PART, L_PART, A_PART, vbar, OUT + b * sYb + hq * sYh, pid * n_splits, n_splits,
               D, DP, SP, MIX, "")
 

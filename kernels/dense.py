@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, LOG2E, dot, check_q, chunk_for, grid_wait, launch_merge, n_splits_for, pdl_args
+from ._common import (INTERPRET, LOG2E, dot, check_q, chunk_for, grid_wait, launch_merge, launch_next, n_splits_for,
+                      pdl_args)
 from .cache import KVCache
 from sparq_perf.cost.attention import DenseImpl
 
@@ -73,6 +74,7 @@ def _dense_partial_kernel(
         v = tl.load(v_base + pos[:, None].to(tl.int64) * sVs + offs_d[None, :], mask=kv_mask, other=0.0)
         acc = acc * corr[:, None] + dot(p.to(v.dtype), v, UPCAST)
         m_i = m_new
+    launch_next(PDL)
     row = (b * HKV * G + h * G + offs_g) * n_splits + split  # [B, Hq, splits] flattened
     tl.store(M_PART + row, m_i, mask=gm)
     tl.store(L_PART + row, l_i, mask=gm)

@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 
 from ._common import (INTERPRET, LOG2E, check_q, chunk_for, dot, grid_wait, last_split_merges, launch_merge,
-                      merge_args, n_splits_for, num_sms, pdl_args, pow2_bucket)
+                      launch_next, merge_args, n_splits_for, num_sms, pdl_args, pow2_bucket)
 from .cache import KVCache
 from sparq_perf import select_plan as plan
 from sparq_perf.cost.attention import SparqImpl
@@ -169,6 +169,7 @@ def _topr_kernel(Q, I1, QM, INV_TAU, r, sQb, sQh, HKV, G: tl.constexpr, GP: tl.c
     b = pid // HKV
     h = pid % HKV
     i1, q, rank, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
+    launch_next(PDL)
     tl.store(I1 + pid * RP + tl.arange(0, RP), i1)
     _store_top_r(QM, INV_TAU, b, h, q, rank, inv_tau, r, HKV, G, GP, D, DP)
 
@@ -270,6 +271,7 @@ def _score_kernel(
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
             _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
+    launch_next(PDL)
     if PASS == 0:
         m_i = m_s + l_i  # [GP]: only the first (the one head) is stored
         l_i = l_s + l_i
@@ -373,6 +375,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
                                                      mask=in_sample, other=0.0)), 0)
     key16 = sample >> 16
     t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
+    launch_next(PDL)
     tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     top = tl.max(tl.where(sample < 0xFF800000, sample, 0), 0)  # the largest finite key (+inf: forced positions)
@@ -416,6 +419,7 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap
             slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
             tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
         take = take & (key < t_sure)
+    launch_next(PDL)
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
@@ -600,6 +604,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
     n_sure = tl.load(SURE + row)
     bins = tl.arange(0, NB)
     h = tl.load(HIST + row * NB + bins)
+    launch_next(PDL)  # before the pick's chain of dependent steps: attend's early loads overlap it
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
     tl.store(SURE + row, 0)
@@ -688,6 +693,7 @@ def _attend_kernel(
             za = dot(qm, tl.trans(kk), UPCAST) * a_scale[:, None]
             s_hat = tl.exp2(za - m_tot[:, None]) * inv_l[:, None]
             a_acc += tl.sum(tl.where(jm[None, :], s_hat, 0.0), 1)
+    launch_next(PDL)
     row = hq * n_splits + split
     tl.store(M_PART + row, m_i, mask=gm)
     tl.store(L_PART + row, l_i, mask=gm)

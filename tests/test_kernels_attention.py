@@ -155,9 +155,10 @@ def test_phases_run_alone_and_repeat():
 def test_kernels_launch_dependent_on_hopper():
     """From sm_90 every kernel of a step launches with programmatic dependent launch, so the
     GPU tests here (eager, and replayed in a graph below) run the overlapped launches."""
-    from sparq_perf.kernels._common import pdl_args
+    from sparq_perf.kernels import _common
     hopper = torch.cuda.get_device_capability()[0] >= 9
-    assert pdl_args() == ({"PDL": True, "launch_pdl": True} if hopper else {"PDL": False})
+    assert _common.pdl_args() == ({"PDL": 1 if _common.PDL_LAUNCH_EARLY else 2, "launch_pdl": True} if hopper
+                                  else {"PDL": 0})
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="CUDA graphs need a GPU")

@@ -67,7 +67,7 @@ for name, sig, consts, warps in CASES:
     fn = getattr(dn if name.startswith("_dense") else sp, name)
     # launched with programmatic dependent launch (attend loading its statistics before the wait)
     sig = {n: t for n, t in {**sig, "PDL": "constexpr", "EARLY": "constexpr"}.items() if n in fn.arg_names}
-    consts = {**consts, **{n: True for n in ("PDL", "EARLY") if n in fn.arg_names}}
+    consts = {**consts, **{n: v for n, v in (("PDL", 2), ("EARLY", True)) if n in fn.arg_names}}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
