@@ -57,8 +57,10 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # 2048 (then the default) and 4096 keys, its warps, two tiles a program (since removed), the
 # threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
 # programmatic dependent launch (the default where supported), the next kernel let launch
-# after each program's main work (the default) or at its wait, or no PDL (USE_PDL False)
-FILTER_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]
+# after each program's main work (the default) or at its wait, or no PDL (USE_PDL False);
+# after 3f3f7bf, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM
+FILTER_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}, {"NO_PDL_ROW_KERNELS": ("pick",)},
+                   {"NO_PDL_ROW_KERNELS": ("threshold", "pick")}]
 STEP_VARIANTS = FILTER_VARIANTS
 SELECT_VARIANTS = FILTER_VARIANTS
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]

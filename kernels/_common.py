@@ -17,11 +17,14 @@ LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 # Programmatic dependent launch (sm_90 on): each kernel of a step launches with launch_pdl,
-# so its programs become resident while the kernel before it drains. Each waits (grid_wait)
-# for that kernel to complete and flush its memory before any store and before loading what
-# that kernel wrote, then lets the next kernel launch. So when a kernel starts, the one
-# before it has passed its own wait: whatever was written two launches back or more is
-# complete and may be loaded before the wait (the filter's scores, attend's statistics).
+# so its programs become resident while the kernel before it drains. Each program waits
+# (grid_wait) for that kernel to complete and flush its memory before any store and before
+# loading what that kernel wrote, and only then lets the next kernel launch (the next one
+# starts once every program of this one has, or has exited). So when a kernel starts, the
+# one before it has passed its own wait: whatever was written two launches back or more is
+# complete and may be loaded before the wait. Only the filter does (its tile of scores, at
+# L2): the attend's q and statistics are written one launch back where a caller writes q
+# between the selection and the attend, so the attend waits first.
 # The next kernel launches once every program of this one has let it (launch_next), after its
 # main work (PDL_LAUNCH_EARLY False) or right after its wait (True: its waiting programs
 # then share the SMs with this kernel's work for longer). USE_PDL: None where the GPU and
@@ -46,10 +49,10 @@ def pdl_on() -> bool:
     return USE_PDL is not False and _pdl_supported()
 
 
-def pdl_args() -> dict:
+def pdl_args(enabled: bool = True) -> dict:
     """A launch's PDL constexpr (0: off; 1: the next kernel let launch at the wait; 2: at
-    launch_next) and, where on, its launch_pdl option."""
-    if not pdl_on():
+    launch_next) and, where on (and enabled for this launch), its launch_pdl option."""
+    if not (enabled and pdl_on()):
         return {"PDL": 0}
     return {"PDL": 1 if PDL_LAUNCH_EARLY else 2, "launch_pdl": True}
 

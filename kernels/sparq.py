@@ -401,12 +401,13 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap
     the sure one are appended, with their positions, to the row's candidates through its
     COUNT counter (which counts past cap too), and each is counted in its bin of the row's
     histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
-    compiled out). With PDL the tile's scores (the score kernel's, two launches back) are
-    loaded before the wait for the threshold kernel."""
+    compiled out). With PDL the tile's scores (written two launches back or more: by the score
+    kernel, or before the threshold kernel) are loaded before the wait for the threshold
+    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read)."""
     row = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
-    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0)
+    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
     grid_wait(PDL)
     t_lo = tl.load(THRESH + 4 * row).to(tl.uint32, bitcast=True)
     key = _order_key(x)
@@ -637,10 +638,8 @@ def _attend_kernel(
     FUSED: tl.constexpr,  # the last split program of each KV head merges (fused_merge)
     UPCAST: tl.constexpr,
     PDL: tl.constexpr,
-    EARLY: tl.constexpr,  # with PDL: q, QM, 1/tau and the statistics read before the wait (the pick ran last)
 ):
-    if not EARLY:
-        grid_wait(PDL)
+    grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     b = pid // HKV
@@ -664,8 +663,6 @@ def _attend_kernel(
         l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
         inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
         a_acc = tl.zeros([GP], tl.float32)
-    if EARLY:
-        grid_wait(PDL)  # for the pick's positions
     k_base = K + b * sKb + h * sKh
     v_base = V + b * sVb + h * sVh
     idx_base = IDX + pid * k
@@ -745,9 +742,6 @@ class SparqState:
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.a_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.merge_count = torch.zeros(rows, dtype=torch.int32, device=dev)  # reset by the merging program
-        # the last of this state's launches was the selection's pick (so attend's early loads, of what the
-        # score wrote, come two launches after it: _common.USE_PDL)
-        self.selected = False
         self.out = torch.empty_like(q)
 
     def matches(self, cache, r, k, l):
@@ -775,7 +769,6 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     KT = cache.KT
     Hkv = cache.n_kv_heads
     meta = _meta(q, cache)
-    state.selected = False
     grid = (q.shape[0] * Hkv, state.n_chunks)
     args = (
         q, KT, state.scores, state.sel.sample, state.qm, state.inv_tau, state.i1, state.m_stat, state.l_stat,
@@ -823,6 +816,20 @@ PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the 
 # rows x 4096 candidates 138.7 vs 153.6)
 PICK_ONESHOT_MAX_WARPS = 8
 PICK_ONESHOT_ROWS_PER_SM = 2
+# the selection's kernels of one program per row (of NO_PDL_ROW_KERNELS: "threshold",
+# "pick") launched without PDL where the rows per SM lie in NO_PDL_ROWS_PER_SM (above the
+# first, at most the second). With PDL their programs start during the last wave of the
+# kernel before, placed where slots free first, several to an SM (H200 at 3f3f7bf, select
+# alone: 132 rows 45.2 us against 40.6 without PDL, 512 rows 31.1 against 27.5; 32 and 2048
+# rows faster with it; experiments/NOTES.md). Empty (PDL at every row count) until timed.
+NO_PDL_ROW_KERNELS: tuple = ()
+NO_PDL_ROWS_PER_SM = (0.5, 4.0)
+
+
+def row_kernel_pdl(kernel: str, rows: int) -> dict:
+    """pdl_args for the selection's threshold or pick kernel over `rows` rows."""
+    lo, hi = NO_PDL_ROWS_PER_SM
+    return pdl_args(enabled=not (kernel in NO_PDL_ROW_KERNELS and lo * num_sms() < rows <= hi * num_sms()))
 # the pick's slots (its first tile where it reads them in one): the expected count of
 # candidates and this many standard deviations of it (a row with more reads the rest a
 # tile at a time); SAMPLE_SIGMAS: as many as the cap
@@ -940,7 +947,8 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
                                NB_LOG2=ws.bins.bit_length() - 1,
-                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16), **pdl_args())
+                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
+                               **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
                                                        ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
                                                        HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
@@ -970,15 +978,13 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
-                          num_warps=warps, **pdl_args())
+                          num_warps=warps, **row_kernel_pdl("pick", rows))
     return out
 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    out = topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
-    state.selected = True
-    return out
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=None, num_stages=None):
@@ -995,7 +1001,7 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
         FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
-        EARLY=state.selected, **pdl_args(),
+        **pdl_args(),
     )
     if not fused:
         launch_merge(state.o_part, state.m_part, state.l_part, state.a_part, cache.v_bar, state.out, state.n_splits,

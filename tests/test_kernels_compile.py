@@ -62,12 +62,24 @@ for G in (1, 4):
     CASES.append(("_attend_kernel", SPLIT_SIG, dict(G=G, GP=16, D=128, DP=128, BLOCK_K=64, NCP=32, SP=32, MIX=True,
                                                      FUSED=True, UPCAST=False), 4))
 CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128, BLOCK_N=128, UPCAST=False), 4))
+def pdl_order(ptx):
+    # the wait comes before every store and atomic and before the next kernel is let launch
+    wait = ptx.find("griddepcontrol.wait")
+    if wait < 0:
+        return "no grid dependency wait"
+    writes = [m.start() for m in re.finditer(r"\b(st\.global|atom\.|red\.)", ptx)]
+    launch = ptx.find("griddepcontrol.launch_dependents")
+    if writes and min(writes) < wait:
+        return "a store before the wait"
+    return "ok" if wait < launch else "next kernel let launch before the wait"
+
+
 out = {}
 for name, sig, consts, warps in CASES:
     fn = getattr(dn if name.startswith("_dense") else sp, name)
-    # launched with programmatic dependent launch (attend loading its statistics before the wait)
-    sig = {n: t for n, t in {**sig, "PDL": "constexpr", "EARLY": "constexpr"}.items() if n in fn.arg_names}
-    consts = {**consts, **{n: v for n, v in (("PDL", 2), ("EARLY", True)) if n in fn.arg_names}}
+    # launched with programmatic dependent launch, the next kernel let launch after the main work
+    sig = {n: t for n, t in {**sig, "PDL": "constexpr"}.items() if n in fn.arg_names}
+    consts = {**consts, "PDL": 2}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
@@ -80,7 +92,7 @@ for name, sig, consts, warps in CASES:
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
         f" NB={consts['NB']}" if "TIES" in consts else "")
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
-                 else "no grid dependency wait" if "griddepcontrol.wait" not in ptx else "ok")
+                 else pdl_order(ptx))
 print(json.dumps(out))
 '''
 

@@ -234,3 +234,24 @@ def test_pick_slots_and_warps(select_path):
     sms = sparq_module.num_sms()
     assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4
     assert sparq_module.pick_warps(16384, 1) == 16  # 32 warps at 16 keys each: past the one-scan limit
+
+
+def test_row_kernels_launch_without_pdl_only_in_their_band(select_path, monkeypatch):
+    """The selection's threshold and pick launch with PDL wherever it is on, but those named
+    in NO_PDL_ROW_KERNELS do not where the rows per SM lie above NO_PDL_ROWS_PER_SM's first
+    bound and at most its second."""
+    if select_path != "filter":
+        pytest.skip("a launch rule, not a selection path")
+    from sparq_perf.kernels import _common
+    monkeypatch.setattr(_common, "pdl_on", lambda: True)
+    monkeypatch.setattr(_common, "PDL_LAUNCH_EARLY", False)
+    on, off = {"PDL": 2, "launch_pdl": True}, {"PDL": 0}
+    sms = sparq_module.num_sms()
+    assert [sparq_module.row_kernel_pdl("pick", n) for n in (sms // 4, 2 * sms, 16 * sms)] == [on] * 3
+    monkeypatch.setattr(sparq_module, "NO_PDL_ROW_KERNELS", ("pick",))
+    monkeypatch.setattr(sparq_module, "NO_PDL_ROWS_PER_SM", (0.5, 4.0))
+    rows = [sms // 2, sms // 2 + 1, 2 * sms, 4 * sms, 4 * sms + 1]
+    assert [sparq_module.row_kernel_pdl("pick", n) for n in rows] == [on, off, off, off, on]
+    assert [sparq_module.row_kernel_pdl("threshold", n) for n in rows] == [on] * 5
+    monkeypatch.setattr(_common, "pdl_on", lambda: False)
+    assert sparq_module.row_kernel_pdl("threshold", 2 * sms) == off
