@@ -124,3 +124,36 @@ def test_cross_device_script_on_the_committed_measurements(tmp_path, capsys):
     # the H200's bandwidth matters: predicting with the H100's own is worse for dense decode
     assert res["cross_device_source_bandwidth"]["dense_decode"]["median_abs_rel_error"] > dense["median_abs_rel_error"]
     assert "dense_decode" in capsys.readouterr().out
+
+
+def test_held_out_selection_errors_split_by_path():
+    """The held-out selection rows are scored by path too, each marked with whether a training
+    row takes it: the sure threshold (k >= 8192 from S = 32k) never occurs at the training
+    lengths here, so its rows are extrapolated in path as well as in length; where the time
+    holds a term only the sure rows pay, the plain rows still fit and the sure ones do not."""
+    from sparq_perf.cost.attention import attention_costs
+    from sparq_perf.cost.base import serial_waves
+    from sparq_perf.measure.calibrate import selection_path
+    from sparq_perf.workload import Workload
+
+    rows = []
+    for S in (4096, 8192, 16384, 32768, 65536, 131072):
+        for B in (1, 8):
+            for k in (S // 16, S // 4):
+                w = Workload(B, S, 32, 32, 128, 16, k, 0, 2.0, 2.0)
+                c = attention_costs("sparq", w)["sparq_select"]
+                row = {"source": "measured", "status": "ok", "method": "sparq", "phase": "sparq_select", "batch": B,
+                       "seq_len": S, "n_heads": 32, "n_kv_heads": 32, "d_head": 128, "r": 16, "k": k, "l": 0,
+                       "kv_dtype": "bf16", "bytes_read": float(c.bytes_read), "bytes_written": float(c.bytes_written)}
+                sure = selection_path(row) == "sure"
+                row["time_s"] = (6e-6 + c.bytes / (0.5 * 3.0e12) + 4e-9 * serial_waves(c, 132)) * (1.5 if sure else 1.0)
+                rows.append(row)
+    assert {selection_path(r) for r in rows if r["seq_len"] <= 16384} == {"plain"}
+    assert selection_path({**rows[0], "phase": "sparq_attend"}) is None
+    cal = calibrate_with_validation(rows, "h100-sxm", 3.0e12, compute_units=132)
+    paths = cal.info["held_out"]["select_by_path"]
+    assert set(paths) == {"plain", "sure"}
+    assert paths["plain"]["in_training"] and not paths["sure"]["in_training"]
+    assert paths["plain"]["n"] + paths["sure"]["n"] == cal.info["held_out"]["errors"]["sparq_select"]["n"] == 12
+    assert paths["plain"]["median_abs_rel_error"] < 1e-3
+    assert paths["sure"]["median_abs_rel_error"] == pytest.approx(1 / 3, rel=1e-3)  # predicted t for 1.5 t

@@ -69,6 +69,18 @@ def row_work(row, compute_units: int) -> tuple[float, float]:
     return float(serial_waves(cost, compute_units)), float(program_waves(cost, compute_units))
 
 
+def selection_path(row) -> str | None:
+    """For a sparq_select row, the selection's path: "sure" where the filter uses the sure
+    threshold (select_plan.uses_sure: from long rows and large k), else "plain"; None for
+    any other row, or one without the fields to tell."""
+    from .. import select_plan as plan
+
+    if row.get("phase") != "sparq_select" or any(row.get(f) is None for f in WORKLOAD_FIELDS + ("k",)):
+        return None
+    S, k = int(row["seq_len"]), int(row["k"])
+    return "sure" if bool(plan.uses_sure(S, k, plan.sample_size(S), int(row["batch"]) * int(row["n_kv_heads"]))) else "plain"
+
+
 def measured_ok(rows, methods=("dense", "sparq")) -> list[dict]:
     return [r for r in rows if r["source"] == "measured" and r["status"] == "ok" and r["method"] in methods
             and r["time_s"] and r["bytes_read"] is not None]
@@ -133,6 +145,15 @@ def calibrate_with_validation(rows, device: str, copy_bandwidth_bytes_per_s: flo
     info = dict(info or {})
     info["held_out"] = {"train_seq_len": sorted({r["seq_len"] for r in train}), "test_seq_len": test_lengths,
                         "errors": error_stats(held, test)}
+    # the selection's held-out rows by path: a path no training row takes is extrapolated twice
+    trained = {selection_path(r) for r in measured_ok(train)}
+    by_path: dict[str, list] = {}
+    for r in measured_ok(test):
+        if (p := selection_path(r)) is not None:
+            by_path.setdefault(p, []).append(r)
+    info["held_out"]["select_by_path"] = {
+        p: {**error_stats(held, rs)["sparq_select"], "in_training": p in trained}
+        for p, rs in sorted(by_path.items()) if "sparq_select" in held.phases}
     full = fit(rows, device, copy_bandwidth_bytes_per_s, info, compute_units)
     full.info["in_sample_errors"] = error_stats(full, rows)
     return full

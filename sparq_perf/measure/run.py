@@ -233,3 +233,7 @@ def print_summary(rows, cal, copy_bw) -> None:
     print(f"held-out lengths {held.get('test_seq_len')}: |predicted - measured| / measured by phase:")
     for phase, e in held.get("errors", {}).items():
         print(f"  {phase:16s} n={e['n']:4d}  median {100 * e['median_abs_rel_error']:5.1f}%  p90 {100 * e['p90_abs_rel_error']:5.1f}%")
+    for path, e in held.get("select_by_path", {}).items():
+        unseen = "" if e["in_training"] else "  (no training row takes this path)"
+        print(f"    select, {path:5s} n={e['n']:4d}  median {100 * e['median_abs_rel_error']:5.1f}%  "
+              f"p90 {100 * e['p90_abs_rel_error']:5.1f}%{unseen}")
