@@ -52,18 +52,15 @@ SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 1310
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
                (64, 4096, 32), (16, 32768, 32)]
-# the filter's tiles: 1024 keys (the default) and 512. The run at 043170c timed the pick by
-# bins against the bisection pick (since removed); at b16b0db the filter's tiles of 1024,
-# 2048 (then the default) and 4096 keys, its warps, two tiles a program (since removed), the
-# threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
+# The run at 043170c timed the pick by bins against the bisection pick (since removed); at
+# b16b0db the filter's tiles of 1024, 2048 (then the default) and 4096 keys, its warps, two
+# tiles a program (since removed), the threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
 # programmatic dependent launch (the default where supported), the next kernel let launch
 # after each program's main work (the default) or at its wait, or no PDL (USE_PDL False);
 # after 3f3f7bf, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM
-FILTER_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}, {"NO_PDL_ROW_KERNELS": ("pick",)},
-                   {"NO_PDL_ROW_KERNELS": ("threshold", "pick")}]
-STEP_VARIANTS = FILTER_VARIANTS
-SELECT_VARIANTS = FILTER_VARIANTS
-PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]
+PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
+STEP_VARIANTS = SELECT_VARIANTS = PDL_VARIANTS + [{"NO_PDL_ROW_KERNELS": ("pick",)},
+                                                  {"NO_PDL_ROW_KERNELS": ("threshold", "pick")}]
 
 
 def _owner(name):
@@ -71,7 +68,7 @@ def _owner(name):
     return sp if hasattr(sp, name) else cm
 
 
-STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in STEP_VARIANTS + PDL_VARIANTS for n in v}}
+STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in STEP_VARIANTS for n in v}}
 
 
 def apply(cfg):

@@ -605,7 +605,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
     n_sure = tl.load(SURE + row)
     bins = tl.arange(0, NB)
     h = tl.load(HIST + row * NB + bins)
-    launch_next(PDL)  # before the pick's chain of dependent steps: attend's early loads overlap it
+    launch_next(PDL)  # before the pick's chain of dependent steps: the attend's programs become resident during it
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
     tl.store(SURE + row, 0)
@@ -824,12 +824,6 @@ PICK_ONESHOT_ROWS_PER_SM = 2
 # rows faster with it; experiments/NOTES.md). Empty (PDL at every row count) until timed.
 NO_PDL_ROW_KERNELS: tuple = ()
 NO_PDL_ROWS_PER_SM = (0.5, 4.0)
-
-
-def row_kernel_pdl(kernel: str, rows: int) -> dict:
-    """pdl_args for the selection's threshold or pick kernel over `rows` rows."""
-    lo, hi = NO_PDL_ROWS_PER_SM
-    return pdl_args(enabled=not (kernel in NO_PDL_ROW_KERNELS and lo * num_sms() < rows <= hi * num_sms()))
 # the pick's slots (its first tile where it reads them in one): the expected count of
 # candidates and this many standard deviations of it (a row with more reads the rest a
 # tile at a time); SAMPLE_SIGMAS: as many as the cap
@@ -928,6 +922,12 @@ def pick_warps(slots: int, rows: int) -> int:
     warps = _warps(slots, PICK_KEYS_PER_THREAD, PICK_MIN_WARPS, 32)
     few = _warps(slots, PICK_KEYS_PER_THREAD_FEW, PICK_MIN_WARPS, 32)
     return few if rows <= num_sms() and _one_scan_warps(few) else warps
+
+
+def row_kernel_pdl(kernel: str, rows: int) -> dict:
+    """pdl_args for the selection's threshold or pick kernel over `rows` rows."""
+    lo, hi = NO_PDL_ROWS_PER_SM
+    return pdl_args(enabled=not (kernel in NO_PDL_ROW_KERNELS and lo * num_sms() < rows <= hi * num_sms()))
 
 
 def _one_scan_warps(warps: int) -> bool:

@@ -146,14 +146,14 @@ def calibrate_with_validation(rows, device: str, copy_bandwidth_bytes_per_s: flo
     info["held_out"] = {"train_seq_len": sorted({r["seq_len"] for r in train}), "test_seq_len": test_lengths,
                         "errors": error_stats(held, test)}
     # the selection's held-out rows by path: a path no training row takes is extrapolated twice
-    trained = {selection_path(r) for r in measured_ok(train)}
     by_path: dict[str, list] = {}
-    for r in measured_ok(test):
-        if (p := selection_path(r)) is not None:
-            by_path.setdefault(p, []).append(r)
-    info["held_out"]["select_by_path"] = {
-        p: {**error_stats(held, rs)["sparq_select"], "in_training": p in trained}
-        for p, rs in sorted(by_path.items()) if "sparq_select" in held.phases}
+    if "sparq_select" in held.phases:
+        for r in measured_ok(test):
+            if (p := selection_path(r)) is not None:
+                by_path.setdefault(p, []).append(r)
+    trained = {selection_path(r) for r in measured_ok(train)}
+    info["held_out"]["select_by_path"] = {p: {**error_stats(held, rs)["sparq_select"], "in_training": p in trained}
+                                          for p, rs in sorted(by_path.items())}
     full = fit(rows, device, copy_bandwidth_bytes_per_s, info, compute_units)
     full.info["in_sample_errors"] = error_stats(full, rows)
     return full
