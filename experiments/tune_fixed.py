@@ -57,10 +57,16 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # tiles a program (since removed), the threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
 # programmatic dependent launch (the default where supported), the next kernel let launch
 # after each program's main work (the default) or at its wait, or no PDL (USE_PDL False);
-# after 3f3f7bf, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM
+# after 3f3f7bf, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM,
+# and 2 or 4 filter tiles a program (each program loading its next tile before it counts the one
+# before); --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-STEP_VARIANTS = SELECT_VARIANTS = PDL_VARIANTS + [{"NO_PDL_ROW_KERNELS": ("pick",)},
-                                                  {"NO_PDL_ROW_KERNELS": ("threshold", "pick")}]
+STEP_VARIANTS = SELECT_VARIANTS = [{}, {"NO_PDL_ROW_KERNELS": ("pick",)}, {"NO_PDL_ROW_KERNELS": ("threshold", "pick")},
+                                   {"FILTER_TILES": 2}, {"FILTER_TILES": 4}]
+ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
+
+
+PDL_ALL = False  # --pdl-variants
 
 
 def _owner(name):
@@ -68,7 +74,7 @@ def _owner(name):
     return sp if hasattr(sp, name) else cm
 
 
-STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in STEP_VARIANTS for n in v}}
+STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in ALL_VARIANTS for n in v}}
 
 
 def apply(cfg):
@@ -91,7 +97,7 @@ def tune_dense(gen, res):
         base = dict(kind="dense", B=B, S=S, Hkv=Hkv)
         res.append(dict(base, config="sdpa", us=t["median_s"] * 1e6))
         defaults = dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES
-        for (whole, waves, bn), pdl in ((g, v) for g in DENSE_GRID for v in PDL_VARIANTS):
+        for (whole, waves, bn), pdl in ((g, v) for g in DENSE_GRID for v in (PDL_VARIANTS if PDL_ALL else [{}])):
             dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = whole, waves
             apply(pdl)
             wss = [dn.DenseWorkspace(q, c, block_n=bn) for q, c in zip(qs, caches)]
@@ -112,7 +118,7 @@ def tune_dense(gen, res):
 def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
         base = dict(kind="select", rows=rows, S=S, k=k)
-        for cfg in SELECT_VARIANTS:
+        for cfg in SELECT_VARIANTS + (PDL_VARIANTS[1:] if PDL_ALL else []):
             apply(cfg)
             # checked against torch.topk (twice on the same workspace), then both timed
             ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
@@ -128,7 +134,7 @@ def tune_step(gen, res):
     for B, S, Hkv in STEP_SHAPES:
         r, k = 16, S // 16
         caches, qs = caches_and_queries(B, S, Hkv, gen)
-        for cfg in STEP_VARIANTS:
+        for cfg in STEP_VARIANTS + (PDL_VARIANTS[1:] if PDL_ALL else []):
             apply(cfg)
             runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
             err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
@@ -149,7 +155,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
     ap.add_argument("--parts", default="select,step,dense", help="which of select, step, dense to run")
+    ap.add_argument("--pdl-variants", action="store_true", help="also PDL at the wait and PDL off (dense too)")
     args = ap.parse_args(argv)
+    global PDL_ALL
+    PDL_ALL = args.pdl_variants
     gen = torch.Generator(device="cuda").manual_seed(21)
     res = []
     prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
