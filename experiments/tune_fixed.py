@@ -57,12 +57,13 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # tiles a program (since removed), the threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
 # programmatic dependent launch (the default where supported), the next kernel let launch
 # after each program's main work (the default) or at its wait, or no PDL (USE_PDL False);
-# after 3f3f7bf, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM,
-# and 2 or 4 filter tiles a program (each program loading its next tile before it counts the one
-# before); --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
+# at 27cf24e, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM, and 2
+# or 4 filter tiles a program (each loading its next tile before it counted the one before;
+# since removed); after it, filter programs of one or two warps (256 or 512 keys); --pdl-variants
+# adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-STEP_VARIANTS = SELECT_VARIANTS = [{}, {"NO_PDL_ROW_KERNELS": ("pick",)}, {"NO_PDL_ROW_KERNELS": ("threshold", "pick")},
-                                   {"FILTER_TILES": 2}, {"FILTER_TILES": 4}]
+STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"FILTER_BLOCK": b, "FILTER_WARPS": w}
+                                          for b, w in ((256, 1), (512, 1), (512, 2), (1024, 2))]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

@@ -394,55 +394,33 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   TILES: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, PDL: tl.constexpr):
-    """Grid (rows, groups of TILES tiles of S): for each tile of the group in turn, the
-    positions of its keys at or above the row's sure threshold go straight to the row's
-    output, through the row's SURE counter (at most k of them written; the counter counts
-    past k); the keys at or above its threshold and below the sure one are appended, with
-    their positions, to the row's candidates through its COUNT counter (which counts past
-    cap too), and each is counted in its bin of the row's histogram HIST[row] (_bin_of).
-    The next tile's scores are loaded before this one is counted and appended, so a load
-    from memory is in flight while the counters' atomics wait. HAS_SURE False: no sure
-    threshold (its count and writes compiled out). With PDL the first tile's scores (written
-    two launches back or more: by the score kernel, or before the threshold kernel) are
-    loaded before the wait for the threshold kernel, at L2 (.cg: no line of them an
-    earlier kernel left in this SM's L1 is read)."""
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, PDL: tl.constexpr):
+    """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
+    threshold go straight to the row's output, through the row's SURE counter (at most k of
+    them written; the counter counts past k); the keys at or above its threshold and below
+    the sure one are appended, with their positions, to the row's candidates through its
+    COUNT counter (which counts past cap too), and each is counted in its bin of the row's
+    histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
+    compiled out). With PDL the tile's scores (written two launches back or more: by the score
+    kernel, or before the threshold kernel) are loaded before the wait for the threshold
+    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read)."""
     row = tl.program_id(0).to(tl.int64)
-    pos = tl.program_id(1) * (TILES * BLOCK) + tl.arange(0, BLOCK)
-    x = tl.load(SCORES + row * S + pos, mask=pos < S, other=0.0, cache_modifier=".cg")
+    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = pos < S
+    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
     grid_wait(PDL)
     t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
-    t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)
-    if HAS_SURE:
-        t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
-    for j in tl.static_range(TILES):
-        if j + 1 < TILES:  # the next tile's load issued first
-            pos_next = pos + BLOCK
-            x_next = tl.load(SCORES + row * S + pos_next, mask=pos_next < S, other=0.0, cache_modifier=".cg")
-        _filter_tile(x, pos, row, S, k, cap, t_lo, t_sure, x_lo, w, CKEY, CPOS, COUNT, SURE, IDX, HIST, BLOCK,
-                     j + 1 == TILES, HAS_SURE, NB, PDL)
-        if j + 1 < TILES:
-            x, pos = x_next, pos_next
-
-
-@triton.jit
-def _filter_tile(x, pos, row, S, k, cap, t_lo, t_sure, x_lo, w, CKEY, CPOS, COUNT, SURE, IDX, HIST,
-                 BLOCK: tl.constexpr, LAST: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr,
-                 PDL: tl.constexpr):
-    """One tile of the filter (_filter_kernel): its scores x at positions pos. LAST: the
-    program's last tile, after whose compares the next kernel may launch."""
-    valid = pos < S
     key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
+        t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
         sure = valid & (key >= t_sure)
         n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
             slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
             tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
         take = take & (key < t_sure)
-    if LAST:
-        launch_next(PDL)
+    launch_next(PDL)
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
@@ -825,9 +803,6 @@ SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 4
-# the filter's tiles per program, each program loading its next tile before it counts and
-# appends the one before: 1 (a program per tile) until timed; tuning sets another number
-FILTER_TILES = 1
 # (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
 # replaced; not measured again)
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
@@ -926,7 +901,6 @@ class FilterWorkspace:
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         self.block = FILTER_BLOCK
-        self.tiles = filter_tiles(rows, S)
         self.thresh = torch.empty((rows, 4), dtype=torch.int32, device=device)  # thresholds, bins' origin, scale
         self.bins = pick_bins(S)
         self.hist = torch.zeros((rows, self.bins), dtype=torch.int32, device=device)  # reset by the pick
@@ -942,11 +916,6 @@ class FilterWorkspace:
         """Counters and histogram as the pick leaves them, after a filter pass run alone."""
         for t in (self.count, self.n_sure, self.hist):
             t.zero_()
-
-
-def filter_tiles(rows: int, S: int) -> int:
-    """The filter's tiles of FILTER_BLOCK scores per program, at most the row's tiles."""
-    return max(1, min(int(FILTER_TILES), triton.cdiv(S, FILTER_BLOCK)))
 
 
 def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
@@ -988,10 +957,10 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
-    grid = (rows, triton.cdiv(ws.S, ws.block * ws.tiles))
-    _filter_kernel[grid](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out, ws.hist, ws.S, ws.k, ws.cap,
-                         BLOCK=ws.block, TILES=ws.tiles, HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
-                         **pdl_args())
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+                                                       ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
+                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
+                                                       **pdl_args())
     return ws.count
 
 

@@ -30,8 +30,8 @@ CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX", "HIST"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "TILES", "HAS_SURE", "NB"), "constexpr")},
-     {"BLOCK": 1024, "TILES": 4, "HAS_SURE": True, "NB": 1024}, 4),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB"), "constexpr")},
+     {"BLOCK": 1024, "HAS_SURE": True, "NB": 1024}, 4),
 ]
 PICK_SIG = {"SCORES": "*fp32", **dict.fromkeys(("CKEY", "CPOS", "COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),

@@ -18,14 +18,13 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "tiles-per-program", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
 def select_path(request, monkeypatch):
     """Run each test on every path of the selection: the sampled threshold, candidates and
-    an exact pick; with small tiles, three of them a filter program (the last program's
-    group part-filled or past the row's end); with small tiles, a sample smaller than the row and the pick's writes a
+    an exact pick; with small tiles, a sample smaller than the row and the pick's writes a
     tile at a time; the candidates read a tile at a time (more than the pick's slots, its
     first tile); and forced into the whole-row fallback by a threshold above the k-th
     largest or by more candidates than their room holds. With the sure threshold (those
@@ -40,9 +39,6 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "SAMPLE_MIN", 64)
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
         monkeypatch.setattr(sparq_module, "PICK_ONESHOT_MAX_WARPS", None)  # writes a tile at a time
-    if p == "tiles-per-program":
-        monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
-        monkeypatch.setattr(sparq_module, "FILTER_TILES", 3)
     if p == "sample-missed":
         monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
     if p == "overflow":
@@ -117,8 +113,8 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
     """On random scores the sampled threshold lies below the k-th largest (at least k
     candidates) with the candidates fitting their room: the pick runs on them, not the
     whole-row fallback; and their keys are exactly the keys at or above the threshold."""
-    if select_path not in ("filter", "tiles-per-program"):
-        pytest.skip("filter's own thresholds only (in tiles of its own or three of 256 a program)")
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
     rows, S, k = 3, 6000, 375
     scores = torch.randn(rows, S, device=DEV)
     # 512 sampled keys: rank 74, about 870 candidates with a spread of 93, so S/4 = 1500 lies
@@ -146,8 +142,8 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
     too), the k-th largest lies below the last bin and in a bin of at most PICK_TIES keys:
     the pick ranks them, it does not bisect. (In 24 rows of each case the k-th's bin held
     at most 33 keys of the 64.)"""
-    if select_path not in ("filter", "tiles-per-program"):
-        pytest.skip("filter's own thresholds only (in tiles of its own or three of 256 a program)")
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
     rows = 2
     scores = torch.randn(rows, S, device=DEV)
@@ -188,8 +184,8 @@ def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, mon
     """With the sure threshold the filter writes the positions of the keys above it (fewer
     than k) to the output at once, and keeps as candidates only the band below it, which
     holds the k-th largest: together, exactly the keys at or above the lower threshold."""
-    if select_path not in ("filter", "tiles-per-program"):
-        pytest.skip("filter's own thresholds only (in tiles of its own or three of 256 a program)")
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     rows, S, k = 3, 8000, 2000
     scores = torch.randn(rows, S, device=DEV)
