@@ -59,11 +59,13 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # after each program's main work (the default) or at its wait, or no PDL (USE_PDL False);
 # at 27cf24e, the pick (or the threshold and the pick) without PDL at 0.5-4 rows per SM, and 2
 # or 4 filter tiles a program (each loading its next tile before it counted the one before;
-# since removed); after it, filter programs of one or two warps (256 or 512 keys); --pdl-variants
-# adds PDL at the wait and off (the 3f3f7bf run's)
+# since removed); at c3317c8 filter programs of 256, 512 and 1024 keys in one or two warps
+# against 1024 in four (then the default; 512 in one taken); after it 512 in one (the default)
+# against 1024 in four and one and 2048 in two; --pdl-variants adds PDL at the wait and off
+# (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"FILTER_BLOCK": b, "FILTER_WARPS": w}
-                                          for b, w in ((256, 1), (512, 1), (512, 2), (1024, 2))]
+                                          for b, w in ((1024, 4), (1024, 1), (2048, 2))]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

@@ -802,7 +802,7 @@ SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
-FILTER_WARPS = 4
+FILTER_WARPS = 1  # (select_plan.FILTER_BLOCK: the evidence)
 # (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
 # replaced; not measured again)
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the

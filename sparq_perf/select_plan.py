@@ -14,11 +14,15 @@ import numpy as np
 SAMPLE_MIN, SAMPLE_MAX = 256, 8192  # keys in a row's sample (the whole row when shorter)
 SAMPLE_STRIDE = 16  # at most one key in this many (4-byte keys: every other 32-byte sector)
 SAMPLE_SIGMAS = 6.0
-# keys per program of the filter pass (a grid of rows x tiles of S). H200, 2048 -> 1024
-# (reports/kernels/tune_fixed_b16b0db.json): select in the step B=16 S=32k 101.9 -> 90.1 us,
-# B=64 S=4k 79.8 -> 72.1, B=1 S=32k 18.0 -> 17.4; alone 2048 x 16k, k=1024 231.9 -> 210.8
-# (4096: slower everywhere, 296.7 there)
-FILTER_BLOCK = 1024
+# keys per program of the filter pass (a grid of rows x tiles of S), in one warp (the
+# kernels' FILTER_WARPS). H200, 2048 -> 1024 keys in 4 warps (reports/kernels/
+# tune_fixed_b16b0db.json): select in the step B=16 S=32k 101.9 -> 90.1 us, B=64 S=4k 79.8 ->
+# 72.1, B=1 S=32k 18.0 -> 17.4; alone 2048 x 16k, k=1024 231.9 -> 210.8 (4096: slower
+# everywhere, 296.7 there). Then 1024 in 4 warps -> 512 in one (tune_fixed_c3317c8.json): the
+# counts and scans within a warp, no barrier: select in the step B=16 S=32k 95.1 -> 84.1, B=64
+# S=4k 69.8 -> 66.2, B=1 S=128k 59.6 -> 54.5, B=1 S=32k 16.0 -> 16.1; alone 2048 x 16k 208.7
+# -> 186.7 (256 keys in one warp: 243.4, twice the programs; 512 in two warps 201.3)
+FILTER_BLOCK = 512
 # the pick's histogram: a bin for every PICK_BINS_PER_KEYS keys of the row, a power of two in
 # [PICK_BINS_MIN, PICK_BINS_MAX] (about 10 keys in the bin of the k-th largest at k = S/16
 # on normal scores, where the sample's span from the threshold up fills the bins)

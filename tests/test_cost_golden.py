@@ -124,18 +124,18 @@ def test_sparq_phase_bytes_by_hand():
     # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
     # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
     # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter:
-    # 128 tiles of 1024 per row, each doing its counts and writes twice
+    # 256 tiles of 512 per row, each doing its counts and writes twice
     assert big.serial_items == 8192 + 2 * 8192
     (grid,) = big.grids
-    assert float(grid.programs(132)) == n * 128 * 2
+    assert float(grid.programs(132)) == n * 256 * 2
     # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
     # bisection (4608 + 8192 items) are more serial work than the candidates (10496): no sure
     # threshold, the 10496 candidates picked (spread 131072 * sqrt(p (1 - p) / 8192) = 392.9
     # for p = 656 / 8192: 10496 + 3 * 392.9 + 64 = 11739 -> 16384 slots), the sample bisected
-    # once, each filter tile done once
+    # once, each of the 256 filter tiles done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
     assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 8192
-    assert float(many.grids[0].programs(132)) == 64 * 128
+    assert float(many.grids[0].programs(132)) == 64 * 256
 
 
 def test_gqa_shares_score_and_gather_traffic_across_the_group():
@@ -199,11 +199,11 @@ def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
     16384 * sqrt(p (1 - p) / 1024) = 164.7 for p = 120 / 1024; the pick holds
     1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots (and 16384 / 32 = 512 bins, not serial
     work). Each of the 4 rows' programs goes through 1024 sampled keys and 4096 slots; the
-    filter runs 16 tiles of 1024 per row."""
+    filter runs 32 tiles of 512 per row."""
     from sparq_perf.cost.attention import select_cost
 
     c = select_cost(P.SPARQ_SELECT, 4, 16384, 1024.0, SparqImpl())
     assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096)
     assert float(c.reads["histogram"]) == 4 * 512 * 4
-    assert float(c.grids[0].programs(132)) == 4 * 16
+    assert float(c.grids[0].programs(132)) == 4 * 32
     assert float(c.writes["candidates"]) == pytest.approx(4 * 1920 * 8)

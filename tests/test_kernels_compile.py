@@ -31,7 +31,7 @@ CASES = [
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", **dict.fromkeys(("THRESH", "CKEY", "CPOS", "COUNT", "SURE", "IDX", "HIST"), I32),
                         "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB"), "constexpr")},
-     {"BLOCK": 1024, "HAS_SURE": True, "NB": 1024}, 4),
+     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024}, 1),
 ]
 PICK_SIG = {"SCORES": "*fp32", **dict.fromkeys(("CKEY", "CPOS", "COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
