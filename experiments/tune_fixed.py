@@ -61,11 +61,11 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # or 4 filter tiles a program (each loading its next tile before it counted the one before;
 # since removed); at c3317c8 filter programs of 256, 512 and 1024 keys in one or two warps
 # against 1024 in four (then the default; 512 in one taken); after it 512 in one (the default)
-# against 1024 in four and one and 2048 in two; --pdl-variants adds PDL at the wait and off
-# (the 3f3f7bf run's)
+# against 1024 in four and one and 2048 in two (at 75d806f: 512 in one kept); after it, the
+# threshold kernel's sample at 32 or 64 keys a thread from one warp up (16 from four: the
+# default); --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"FILTER_BLOCK": b, "FILTER_WARPS": w}
-                                          for b, w in ((1024, 4), (1024, 1), (2048, 2))]
+STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"THRESH_KEYS_PER_THREAD": n, "THRESH_MIN_WARPS": 1} for n in (32, 64)]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
