@@ -72,6 +72,11 @@ ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 PDL_ALL = False  # --pdl-variants
 
 
+def variants(base):
+    """The variants to time: base, and with --pdl-variants PDL at the wait and off too."""
+    return base + (PDL_VARIANTS[1:] if PDL_ALL else [])
+
+
 def _owner(name):
     """The module a variant's setting lives in: the SparQ kernels' or the shared one."""
     return sp if hasattr(sp, name) else cm
@@ -100,7 +105,7 @@ def tune_dense(gen, res):
         base = dict(kind="dense", B=B, S=S, Hkv=Hkv)
         res.append(dict(base, config="sdpa", us=t["median_s"] * 1e6))
         defaults = dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES
-        for (whole, waves, bn), pdl in ((g, v) for g in DENSE_GRID for v in (PDL_VARIANTS if PDL_ALL else [{}])):
+        for (whole, waves, bn), pdl in ((g, v) for g in DENSE_GRID for v in variants([{}])):
             dn.DENSE_WHOLE_WAVES, dn.DENSE_WAVES = whole, waves
             apply(pdl)
             wss = [dn.DenseWorkspace(q, c, block_n=bn) for q, c in zip(qs, caches)]
@@ -121,7 +126,7 @@ def tune_dense(gen, res):
 def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
         base = dict(kind="select", rows=rows, S=S, k=k)
-        for cfg in SELECT_VARIANTS + (PDL_VARIANTS[1:] if PDL_ALL else []):
+        for cfg in variants(SELECT_VARIANTS):
             apply(cfg)
             # checked against torch.topk (twice on the same workspace), then both timed
             ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
@@ -137,7 +142,7 @@ def tune_step(gen, res):
     for B, S, Hkv in STEP_SHAPES:
         r, k = 16, S // 16
         caches, qs = caches_and_queries(B, S, Hkv, gen)
-        for cfg in STEP_VARIANTS + (PDL_VARIANTS[1:] if PDL_ALL else []):
+        for cfg in variants(STEP_VARIANTS):
             apply(cfg)
             runs = [phase_runners("sparq", q, c, r=r, k=k, with_append=False) for q, c in zip(qs, caches)]
             err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
