@@ -10,6 +10,11 @@ launch__grid_size,launch__block_size,launch__registers_per_thread \\
 `run score` profiles instead the score kernel alone at B=1, S=32k (MHA) for each tile width
 and grid size in SCORE_VARIANTS, in that order.
 
+`run select` profiles instead the selection alone, once for each (rows, S, k) in
+SELECT_SHAPES on fresh normal fp32 scores, each checked against torch.topk first; with
+ncu's WarpStateStats, Occupancy and LaunchStats sections it says what the filter's warps
+wait on (`-k regex:_filter_kernel`).
+
 `run` checks the SparQ step against the float64 reference first (batch element 0, with the
 kernel's chosen positions), then profiles one step of each method at each shape.
 """
@@ -20,6 +25,7 @@ import sys
 
 SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv), 32 query heads, d_h = 128
 H_Q, D = 32, 128
+SELECT_SHAPES = [(2048, 16384, 1024), (512, 32768, 2048), (32, 32768, 2048)]  # (rows, S, k)
 SCORE_VARIANTS = [(1024, 8.0), (1024, 4.0), (512, 8.0), (1024, 16.0)]  # (BLOCK_S, SCORE_WAVES)
 
 
@@ -44,6 +50,30 @@ def run_score():
         torch.cuda.synchronize()
         torch.cuda.profiler.stop()
         print(f"score BLOCK_S={block} SCORE_WAVES={waves}", file=sys.stderr, flush=True)
+
+
+def run_select():
+    import torch
+
+    from sparq_perf.kernels import topk_indices
+    from sparq_perf.kernels.sparq import FilterWorkspace
+    from sparq_perf.measure.point import same_topk
+
+    gen = torch.Generator(device="cuda").manual_seed(13)
+    for rows, S, k in SELECT_SHAPES:
+        scores = torch.randn(rows, S, device="cuda", generator=gen)
+        out = torch.full((rows, k), -1, dtype=torch.int32, device="cuda")
+        ws = FilterWorkspace(rows, S, k, "cuda")
+        for _ in range(2):  # the second call finds the counters the first left
+            topk_indices(scores, k, out=out, ws=ws)
+        if not same_topk(scores, out, k):
+            raise RuntimeError(f"selection != torch.topk at rows={rows}, S={S}, k={k}")
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        topk_indices(scores, k, out=out, ws=ws)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        print(f"select rows={rows} S={S} k={k} (checked against torch.topk)", file=sys.stderr, flush=True)
 
 
 def run():
@@ -93,6 +123,8 @@ def table(path):
 if __name__ == "__main__":
     if sys.argv[1:3] == ["run", "score"]:
         run_score()
+    elif sys.argv[1:3] == ["run", "select"]:
+        run_select()
     elif sys.argv[1:2] == ["run"]:
         run()
     elif sys.argv[1:2] == ["table"]:

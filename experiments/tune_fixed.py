@@ -63,9 +63,10 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # against 1024 in four (then the default; 512 in one taken); after it 512 in one (the default)
 # against 1024 in four and one and 2048 in two (at 75d806f: 512 in one kept); after it, the
 # threshold kernel's sample at 32 or 64 keys a thread from one warp up (16 from four: the
-# default); --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
+# default; not taken); after it, the filter's registers capped at 64, 72 and 80 a thread;
+# --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"THRESH_KEYS_PER_THREAD": n, "THRESH_MIN_WARPS": 1} for n in (32, 64)]
+STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"FILTER_MAXNREG": n} for n in (64, 72, 80)]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
@@ -123,6 +124,12 @@ def tune_dense(gen, res):
         print("dense", B, S, Hkv, flush=True)
 
 
+def filter_regs():
+    """Registers and spilled bytes a thread of the filter's last launch."""
+    k = sp.LAUNCHED.get("filter")
+    return dict(filter_regs=getattr(k, "n_regs", None), filter_spills=getattr(k, "n_spills", None))
+
+
 def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
         base = dict(kind="select", rows=rows, S=S, k=k)
@@ -131,7 +138,7 @@ def tune_select(gen, res):
             # checked against torch.topk (twice on the same workspace), then both timed
             ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
             sure = sp.uses_sure(S, k, min(S, sp.sample_size(S)), rows)
-            res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6))
+            res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6, **filter_regs()))
             if not cfg:
                 res.append(dict(base, config="torch.topk", us=topk["median_s"] * 1e6))
         apply({})
@@ -148,7 +155,7 @@ def tune_step(gen, res):
             err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
             for x in runs[1:]:  # each set's scores and indices made before the phases that read them are timed
                 x[P.SPARQ_DECODE]()
-            base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err,
+            base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err, **filter_regs(),
                         attend_splits=runs[0].state.n_splits, score_chunks=runs[0].state.n_chunks)
             for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
                 t = time_calls([x[phase] for x in runs], target_s=0.05)

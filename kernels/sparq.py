@@ -803,6 +803,11 @@ SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 1  # (select_plan.FILTER_BLOCK: the evidence)
+# a cap on the filter's registers per thread (None: the compiler's choice). Its programs of
+# one warp are bound by a chain of dependent steps, so the warps resident per SM set its
+# speed; at 512 keys in one warp ptxas takes 107 registers (18 warps an SM) without the sure
+# threshold, 80 with it (25) and spills at 64 (triton 3.9 for sm_90; tests/test_kernels_compile.py)
+FILTER_MAXNREG = None
 # (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
 # replaced; not measured again)
 PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps follow; H100: 0.9x the
@@ -938,6 +943,14 @@ def row_kernel_pdl(kernel: str, rows: int) -> dict:
     return pdl_args(enabled=not (kernel in NO_PDL_ROW_KERNELS and lo * num_sms() < rows <= hi * num_sms()))
 
 
+LAUNCHED: dict = {}  # the compiled kernel of the filter's last launch (its registers and spills, for tuning)
+
+
+def max_regs(n: int | None) -> dict:
+    """The launch option capping a kernel's registers per thread at n (none where n is None)."""
+    return {} if n is None else {"maxnreg": int(n)}
+
+
 def _one_scan_warps(warps: int) -> bool:
     """At most PICK_ONESHOT_MAX_WARPS (None: never): few enough to read the slots in one tile."""
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
@@ -957,10 +970,10 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
-    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+    LAUNCHED["filter"] = _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
                                                        ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
                                                        HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
-                                                       **pdl_args())
+                                                       **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 
 
