@@ -393,7 +393,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
+def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
                    HAS_SURE: tl.constexpr, NB: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
@@ -425,10 +425,23 @@ def _filter_kernel(SCORES, THRESH, CKEY, CPOS, COUNT, SURE, IDX, HIST, S, k, cap
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
         m = take & (slot < cap)
-        tl.store(CKEY + row * cap + slot, key.to(tl.int32, bitcast=True), mask=m)
-        tl.store(CPOS + row * cap + slot, pos, mask=m)
+        tl.store(CAND + row * cap + slot, _pack(key, pos), mask=m)
         b = _bin_of(x, key, t_lo, x_lo, w, NB)
         tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
+
+
+@triton.jit
+def _pack(key, pos):
+    """A candidate as one int64: its order key in the high word, its position (>= 0) in the low:
+    one store and one load a candidate, and the packed values order as the keys do."""
+    return ((key.to(tl.uint64) << 32) | pos.to(tl.uint64)).to(tl.int64, bitcast=True)
+
+
+@triton.jit
+def _unpack(c):
+    """(order key, position) of packed candidates (_pack)."""
+    u = c.to(tl.uint64, bitcast=True)
+    return (u >> 32).to(tl.uint32), (u & 0xFFFFFFFF).to(tl.int32)
 
 
 @triton.jit
@@ -448,11 +461,12 @@ def _bin_of(x, key, t_lo, x_lo, w, NB: tl.constexpr):
     else equal bins in score from x_lo, w bins per unit of score (fp32 bits; 0: all in
     one). The last bin holds every key from there up. Never decreasing in x, so a higher
     bin holds only higher scores."""
-    by_key = x_lo > 0
-    f = (x - x_lo) * tl.where(by_key, 0, w).to(tl.float32, bitcast=True)
-    b_score = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
-    b_key = tl.minimum((key - t_lo) >> tl.where(by_key, w, 0).to(tl.uint32), NB - 1).to(tl.int32)
-    return tl.where(by_key, b_key, b_score)
+    if x_lo > 0:  # the same for the whole row: one of the two computed
+        b = tl.minimum((key - t_lo) >> w.to(tl.uint32), NB - 1).to(tl.int32)
+    else:
+        f = (x - x_lo) * w.to(tl.float32, bitcast=True)
+        b = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
+    return b
 
 
 @triton.jit
@@ -475,19 +489,21 @@ def _add2(a0, b0, a1, b1):
 
 @triton.jit
 def _tile_keys(SRC, i, m, SCORES: tl.constexpr):
-    """Order keys of a tile of scores (SCORES) or of candidates' keys; 0 where masked out,
-    below every bisection probe."""
+    """Order keys and positions of a tile of scores (SCORES: the positions are the
+    indices) or of packed candidates (_pack); keys 0 where masked out, below every
+    bisection probe."""
     if SCORES:
         key = _order_key(tl.load(SRC + i, mask=m, other=0.0))
+        pos = i
     else:
-        key = tl.load(SRC + i, mask=m, other=0).to(tl.uint32, bitcast=True)
-    return tl.where(m, key, 0)
+        key, pos = _unpack(tl.load(SRC + i, mask=m, other=0))
+    return tl.where(m, key, 0), pos
 
 
 @triton.jit
-def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
+def _pick_tiles(SRC, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
     """The exact top k of n keys read from memory a tile at a time: a row of scores
-    (SCORES: the positions are the indices) or candidates with their positions at POS.
+    (SCORES: the positions are the indices) or packed candidates (_pack).
     Bisection over the 32 key bits, two a round and a pass over the keys each, a counting
     pass, then a writing pass. Slow: only for rows whose candidates missed the k-th largest,
     or whose k-th largest lies in the last bin or in a bin of more than PICK_TIES keys."""
@@ -501,23 +517,22 @@ def _pick_tiles(SRC, POS, n, dst, k, TILE: tl.constexpr, SCORES: tl.constexpr):
         n_both = tl.zeros([], tl.int32)
         for i0 in range(0, n, TILE):
             i = i0 + offs
-            a, b, c = _count3(_tile_keys(SRC, i, i < n, SCORES), lo, hi, lo | hi)
+            key, _ = _tile_keys(SRC, i, i < n, SCORES)
+            a, b, c = _count3(key, lo, hi, lo | hi)
             n_lo, n_hi, n_both = n_lo + a, n_hi + b, n_both + c
         t = _narrow(t, k, lo, hi, lo | hi, n_lo, n_hi, n_both)
     n_gt = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
         i = i0 + offs
-        n_gt += tl.sum((_tile_keys(SRC, i, i < n, SCORES) > t).to(tl.int32), 0)
+        key, _ = _tile_keys(SRC, i, i < n, SCORES)
+        n_gt += tl.sum((key > t).to(tl.int32), 0)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, n, TILE):
         i = i0 + offs
         m = i < n
-        if SCORES:
-            pos = i
-        else:
-            pos = tl.load(POS + i, mask=m, other=0)
-        w_gt, w_eq = _emit(dst, _tile_keys(SRC, i, m, SCORES), pos, m, t, n_gt, k, w_gt, w_eq)
+        key, pos = _tile_keys(SRC, i, m, SCORES)
+        w_gt, w_eq = _emit(dst, key, pos, m, t, n_gt, k, w_gt, w_eq)
 
 
 @triton.jit
@@ -542,7 +557,7 @@ def _bin_of_kth(h, c, kk, NB: tl.constexpr):
 
 
 @triton.jit
-def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
+def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
                   TILE: tl.constexpr, TIES: tl.constexpr):
     """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
     its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
@@ -560,8 +575,7 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
         if i0 == 0:  # loaded already
             key, pos = key0, pos0
         else:
-            key = tl.load(CKEY + i, mask=m, other=0).to(tl.uint32, bitcast=True)
-            pos = tl.load(CPOS + i, mask=m, other=0)
+            key, pos = _unpack(tl.load(CAND + i, mask=m, other=0))
         b = _bin_of(_key_value(key), key, t_lo, x_lo, w, NB)
         gt = m & (b > b_kth)
         eq = m & (b == b_kth)
@@ -589,7 +603,7 @@ def _pick_by_bins(CKEY, CPOS, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_
 
 
 @triton.jit
-def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
+def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
@@ -607,8 +621,7 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
     row = tl.program_id(0).to(tl.int64)
     TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
     i = tl.arange(0, TILE)  # the first tile of candidates loaded with the counts (those past the count unused)
-    key0 = tl.load(CKEY + row * cap + i, mask=i < cap, other=0).to(tl.uint32, bitcast=True)
-    pos0 = tl.load(CPOS + row * cap + i, mask=i < cap, other=0)
+    key0, pos0 = _unpack(tl.load(CAND + row * cap + i, mask=i < cap, other=0))
     c = tl.load(COUNT + row)
     n_sure = tl.load(SURE + row)
     bins = tl.arange(0, NB)
@@ -624,12 +637,12 @@ def _pick_kernel(SCORES, CKEY, CPOS, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, 
         if kk > 0:
             b_kth, n_tie = _bin_of_kth(h, c, kk, NB)
             if (b_kth < NB - 1) & (n_tie <= TIES):
-                _pick_by_bins(CKEY + row * cap, CPOS + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
+                _pick_by_bins(CAND + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
                               dst, c, kk, b_kth, n_tie, NB, TILE, TIES)
             else:
-                _pick_tiles(CKEY + row * cap, CPOS + row * cap, c, dst, kk, BLOCK, False)
+                _pick_tiles(CAND + row * cap, c, dst, kk, BLOCK, False)
     else:
-        _pick_tiles(SCORES + row * S, CPOS, S, IDX + row * k, k, BLOCK, True)
+        _pick_tiles(SCORES + row * S, S, IDX + row * k, k, BLOCK, True)
 
 
 @triton.jit
@@ -912,10 +925,20 @@ class FilterWorkspace:
         self.ties = PICK_TIES
         self.tie = torch.empty((rows, 2 * self.ties), dtype=torch.int32, device=device)  # keys, then positions
         self.n_sure = torch.zeros(rows, dtype=torch.int32, device=device)
-        self.ckey = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
-        self.cpos = torch.empty((rows, self.cap), dtype=torch.int32, device=device)
+        # the candidates, each an int64 of its order key (high word) and position (low word)
+        self.cand = torch.empty((rows, self.cap), dtype=torch.int64, device=device)
         self.count = torch.zeros(rows, dtype=torch.int32, device=device)
         self.sample = torch.empty((rows, self.n_sample), dtype=torch.float32, device=device)  # written by sparq_score
+
+    @property
+    def ckey(self):
+        """The candidates' order keys (int32 bits), a view of their high words."""
+        return self.cand.view(torch.int32)[:, 1::2]
+
+    @property
+    def cpos(self):
+        """The candidates' positions, a view of their low words."""
+        return self.cand.view(torch.int32)[:, 0::2]
 
     def reset(self):
         """Counters and histogram as the pick leaves them, after a filter pass run alone."""
@@ -970,7 +993,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
-    LAUNCHED["filter"] = _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.ckey, ws.cpos, ws.count, ws.n_sure, out,
+    LAUNCHED["filter"] = _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out,
                                                        ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
                                                        HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
@@ -997,7 +1020,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
-    _pick_kernel[(rows,)](scores, ws.ckey, ws.cpos, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
+    _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
                           num_warps=warps, **row_kernel_pdl("pick", rows))
     return out

@@ -97,13 +97,13 @@ def test_sparq_phase_bytes_by_hand():
     # kernel (4 B each) and read back by the threshold; k = 128 gives 256 * 128 / 4096 = 8
     # expected sampled keys above the k-th, so the threshold's rank is
     # ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys, are candidates:
-    # written as key and position (8 B), read as keys, then keys and positions; the pick's
+    # written as key and position packed in 8 B and read back once; the pick's
     # histogram, 4096 / 32 = 128 -> at least 256 bins of 4 B, read and cleared; the threshold
     # row of four 4-byte values
     ours = attention_costs("sparq", w)
     assert ours[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4, "sample": n * 256 * 4}
     sel = ours[P.SPARQ_SELECT]
-    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 12,
+    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 8,
                          "histogram": n * 256 * 4}
     assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 16,
                           "histogram": n * 256 * 4}
@@ -120,7 +120,7 @@ def test_sparq_phase_bytes_by_hand():
     # the band between, (656 - 368) / 8192 of the row = 4608 keys, are the candidates (not
     # the 656 * 16 = 10496 at or above the threshold), and the threshold bisects twice
     big = attention_costs("sparq", Workload(B, 131072, Hq, Hkv, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert big.reads["candidates"] == n * 4608 * 12 and big.writes["candidates"] == n * 4608 * 8
+    assert big.reads["candidates"] == n * 4608 * 8 and big.writes["candidates"] == n * 4608 * 8
     # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
     # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
     # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter:
@@ -134,7 +134,7 @@ def test_sparq_phase_bytes_by_hand():
     # for p = 656 / 8192: 10496 + 3 * 392.9 + 64 = 11739 -> 16384 slots), the sample bisected
     # once, each of the 256 filter tiles done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert many.reads["candidates"] == 64 * 10496 * 12 and many.serial_items == 16384 + 8192
+    assert many.reads["candidates"] == 64 * 10496 * 8 and many.serial_items == 16384 + 8192
     assert float(many.grids[0].programs(132)) == 64 * 256
 
 

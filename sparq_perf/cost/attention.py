@@ -131,8 +131,8 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
 
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
-    else a sector each from the scores), the candidates written as key and position, read back as keys, then as
-    keys and positions, a threshold per row (with the origin and scale of its bins), and
+    else a sector each from the scores), the candidates written and read back once, each an
+    8-byte key and position, a threshold per row (with the origin and scale of its bins), and
     the pick's histogram per row read and cleared, in three launches. Where the sure threshold
     is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
     it are written straight as indices. The threshold and the pick are one program per row,
@@ -154,7 +154,7 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     bins = plan.pick_bins(positions)
-    reads["candidates"] = n * c * (STAT_BYTES + STAT_BYTES + INDEX_BYTES)
+    reads["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     reads["histogram"] = n * bins * STAT_BYTES
     writes["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     writes["histogram"] = n * bins * STAT_BYTES  # cleared for the next call (the filter's counts are L2 atomics)
