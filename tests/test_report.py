@@ -1,4 +1,4 @@
-"""The report: rows -> figures (no browser), build time and size of the default grid, and the
+"""The report: rows -> figures (no browser), the size of the default grid, and the
 page itself in headless Chromium (console clean, every figure drawn, controls change figures)."""
 import argparse
 import json
@@ -6,7 +6,6 @@ import math
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -306,12 +305,10 @@ def test_page_is_offline_with_plotly_inline_once(small_rows, tmp_path):
     assert page.count(js[:200]) == 1
 
 
-def test_default_report_builds_fast_and_small(tmp_path):
-    t0 = time.perf_counter()
+def test_default_report_is_small(tmp_path):
+    # (its build time is in the benchmark experiments/bench_predict.py, not in a timed test)
     out = B.build_report(grid_rows(), [], tmp_path / "index.html")
-    took = time.perf_counter() - t0
     size = out.stat().st_size
-    assert took < 10, f"default report took {took:.1f} s"
     assert size < 15e6, f"default report is {size / 1e6:.1f} MB"
 
 
