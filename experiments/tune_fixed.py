@@ -64,10 +64,11 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # against 1024 in four and one and 2048 in two (at 75d806f: 512 in one kept); after it, the
 # threshold kernel's sample at 32 or 64 keys a thread from one warp up (16 from four: the
 # default; not taken); after it, the filter's registers capped at 64, 72 and 80 a thread (at
-# 2fa19be), then 72 and 80 with the candidates packed in one int64;
+# 2fa19be), then 72 and 80 with the candidates packed in one int64 (dd624de); after it, the
+# bins by a branch on the row's rule (the default) or both rules computed (before dd624de);
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-STEP_VARIANTS = SELECT_VARIANTS = [{}] + [{"FILTER_MAXNREG": n} for n in (72, 80)]
+STEP_VARIANTS = SELECT_VARIANTS = [{}, {"BIN_BRANCH": False}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

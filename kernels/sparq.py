@@ -394,7 +394,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr, PDL: tl.constexpr):
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -426,7 +426,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
         m = take & (slot < cap)
         tl.store(CAND + row * cap + slot, _pack(key, pos), mask=m)
-        b = _bin_of(x, key, t_lo, x_lo, w, NB)
+        b = _bin_of(x, key, t_lo, x_lo, w, NB, BIN_BRANCH)
         tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
 
 
@@ -455,17 +455,25 @@ def _bin_params(THRESH_ROW):
 
 
 @triton.jit
-def _bin_of(x, key, t_lo, x_lo, w, NB: tl.constexpr):
+def _bin_of(x, key, t_lo, x_lo, w, NB: tl.constexpr, BRANCH: tl.constexpr):
     """The pick's bin (int32) of scores x (order keys key) at or above the row's threshold
     t_lo (_bin_params): where the threshold's score x_lo is positive, (key - t_lo) >> w;
     else equal bins in score from x_lo, w bins per unit of score (fp32 bits; 0: all in
     one). The last bin holds every key from there up. Never decreasing in x, so a higher
-    bin holds only higher scores."""
-    if x_lo > 0:  # the same for the whole row: one of the two computed
-        b = tl.minimum((key - t_lo) >> w.to(tl.uint32), NB - 1).to(tl.int32)
+    bin holds only higher scores. BRANCH: one of the two rules computed, by a branch on the
+    row's (the same for every key); else both, and one taken."""
+    if BRANCH:
+        if x_lo > 0:
+            b = tl.minimum((key - t_lo) >> w.to(tl.uint32), NB - 1).to(tl.int32)
+        else:
+            f = (x - x_lo) * w.to(tl.float32, bitcast=True)
+            b = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
     else:
-        f = (x - x_lo) * w.to(tl.float32, bitcast=True)
-        b = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)  # inf * 0 (NaN) to the last bin too
+        by_key = x_lo > 0
+        f = (x - x_lo) * tl.where(by_key, 0, w).to(tl.float32, bitcast=True)
+        b_score = tl.where(f < NB - 1, tl.maximum(f, 0.0), NB - 1).to(tl.int32)
+        b_key = tl.minimum((key - t_lo) >> tl.where(by_key, w, 0).to(tl.uint32), NB - 1).to(tl.int32)
+        b = tl.where(by_key, b_key, b_score)
     return b
 
 
@@ -558,7 +566,7 @@ def _bin_of_kth(h, c, kk, NB: tl.constexpr):
 
 @triton.jit
 def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
-                  TILE: tl.constexpr, TIES: tl.constexpr):
+                  TILE: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr):
     """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
     its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
     tile of candidates at a time (one where TILE holds them all), and its keys and positions
@@ -576,7 +584,7 @@ def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, N
             key, pos = key0, pos0
         else:
             key, pos = _unpack(tl.load(CAND + i, mask=m, other=0))
-        b = _bin_of(_key_value(key), key, t_lo, x_lo, w, NB)
+        b = _bin_of(_key_value(key), key, t_lo, x_lo, w, NB, BIN_BRANCH)
         gt = m & (b > b_kth)
         eq = m & (b == b_kth)
         if TUPLE_REDUCE:
@@ -605,7 +613,8 @@ def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, N
 @triton.jit
 def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
-                 ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, PDL: tl.constexpr):
+                 ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr,
+                 PDL: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
     least kk (all keys at or above the threshold and below the sure one). The filter's
@@ -638,7 +647,7 @@ def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, C
             b_kth, n_tie = _bin_of_kth(h, c, kk, NB)
             if (b_kth < NB - 1) & (n_tie <= TIES):
                 _pick_by_bins(CAND + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
-                              dst, c, kk, b_kth, n_tie, NB, TILE, TIES)
+                              dst, c, kk, b_kth, n_tie, NB, TILE, TIES, BIN_BRANCH)
             else:
                 _pick_tiles(CAND + row * cap, c, dst, kk, BLOCK, False)
     else:
@@ -865,6 +874,9 @@ SURE_THRESHOLD = None
 # 102.2; selection alone 2048 x 16k, k=1024, 288.7 -> 237.0; ties 64 instead of 128 faster
 # by 0.1-5 us more
 PICK_TIES = 64
+# the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
+# (True), or both computed and one taken (False; the rule before dd624de)
+BIN_BRANCH = True
 
 
 def pick_bins(S: int) -> int:
@@ -995,7 +1007,8 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                **row_kernel_pdl("threshold", rows))
     LAUNCHED["filter"] = _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out,
                                                        ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
-                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, num_warps=FILTER_WARPS,
+                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
+                                                       num_warps=FILTER_WARPS,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 
@@ -1021,7 +1034,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
-                          CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties,
+                          CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties, BIN_BRANCH=BIN_BRANCH,
                           num_warps=warps, **row_kernel_pdl("pick", rows))
     return out
 

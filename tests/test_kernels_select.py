@@ -130,21 +130,26 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
-@pytest.mark.parametrize("S,k,sure,kind", [(32768, 2048, False, "normal"), (16384, 128, False, "normal"),
-                                          (32768, 8192, True, "normal"), (32768, 2048, False, "softmax sums"),
-                                          (16384, 1024, False, "softmax sums"), (4096, 2048, False, "normal"),
-                                          (8192, 512, False, "window")])
-def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure, kind):
+@pytest.mark.parametrize("S,k,sure,kind,branch", [(32768, 2048, False, "normal", True), (16384, 128, False, "normal", True),
+                                                 (32768, 8192, True, "normal", True),
+                                                 (32768, 2048, False, "softmax sums", True),
+                                                 (16384, 1024, False, "softmax sums", True),
+                                                 (4096, 2048, False, "normal", True), (8192, 512, False, "window", True),
+                                                 (32768, 2048, False, "normal", False),
+                                                 (4096, 2048, False, "normal", False)])
+def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, monkeypatch, S, k, sure, kind, branch):
     """The filter's histogram counts each candidate in its bin (from the threshold up: equal
     in order key where the threshold is positive, else in score; the last for all above),
     and on normal scores, on sums of softmax weights (as SparQ scores a group of heads),
     with the threshold below zero (k = S/2) and with a forced local window (+inf, sampled
     too), the k-th largest lies below the last bin and in a bin of at most PICK_TIES keys:
     the pick ranks them, it does not bisect. (In 24 rows of each case the k-th's bin held
-    at most 33 keys of the 64.)"""
+    at most 33 keys of the 64.) The bins by a branch on the row's rule (branch) or by both
+    rules computed: the same."""
     if select_path != "filter":
         pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
+    monkeypatch.setattr(sparq_module, "BIN_BRANCH", branch)
     rows = 2
     scores = torch.randn(rows, S, device=DEV)
     if kind == "softmax sums":
