@@ -20,7 +20,7 @@ for ((i = 0; i < procs; i++)); do
   awk -v n="$procs" -v i="$i" 'NR % n == i' "$tmp/ids" >"$tmp/ids.$i"
   [ -s "$tmp/ids.$i" ] || continue
   mapfile -t ids <"$tmp/ids.$i"
-  timeout "$timeout_s" python3 -m pytest -q -p no:cacheprovider "${ids[@]}" >"$tmp/log.$i" 2>&1 &
+  timeout "$timeout_s" python3 -m pytest -q --tb=short -p no:cacheprovider "${ids[@]}" >"$tmp/log.$i" 2>&1 &
   pids+=("$i:$!")
 done
 rc=0
@@ -31,6 +31,7 @@ for entry in "${pids[@]}"; do
   code=$?
   [ "$code" -eq 0 ] || rc=1
   { grep -E "^(FAILED|ERROR)" "$tmp/log.$i"
+    grep -E "^E " "$tmp/log.$i" | head -20  # what each failed assertion said
     if [ "$code" -eq 124 ]; then echo "process $i timed out after ${timeout_s} s: its tests unfinished"
     else tail -1 "$tmp/log.$i"; fi; } >>"$out"
 done
