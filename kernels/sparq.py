@@ -825,10 +825,10 @@ SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 1  # (select_plan.FILTER_BLOCK: the evidence)
-# a cap on the filter's registers per thread (None: the compiler's choice). Its programs of
-# one warp are bound by a chain of dependent steps, so the warps resident per SM set its
-# speed; at 512 keys in one warp ptxas takes 107 registers (18 warps an SM) without the sure
-# threshold, 80 with it (25) and spills at 64 (triton 3.9 for sm_90; tests/test_kernels_compile.py)
+# a cap on the filter's registers per thread (None: the compiler's choice). H200, triton 3.6
+# (reports/kernels/tune_fixed_2fa19be.json): 88 registers (99 with the sure threshold), capped
+# at 64 / 72 / 80 it spilled 14 / 2 / 0 bytes and no shape moved by more than 1 %: more warps
+# resident do not speed it, its instructions bound it (ncu_filter_2fa19be.txt; experiments/NOTES.md)
 FILTER_MAXNREG = None
 # (the evidence for the pick's warps below was measured on the bisection pick the pick by bins
 # replaced; not measured again)
