@@ -38,8 +38,8 @@ class SparqImpl:
     select_passes: float = 1.0  # passes over the scores (with select_filter: the filter's one)
     # our selection (select_plan): a threshold from a strided sample of each row (see
     # sample_in_score), a filter pass writing the keys at or above it and their positions
-    # (the candidates), a pick reading the candidates' keys, then keys and positions again
-    # as it writes the k indices; three launches. False: an ideal one-pass selection.
+    # (the candidates, each key and position in 8 B), a pick reading them once as it writes
+    # the k indices; three launches. False: an ideal one-pass selection.
     select_filter: bool = True
     # the scoring kernel also writes each row's sample contiguously (4 B per sampled key), so
     # the threshold reads it there instead of a sector per key from the scores
