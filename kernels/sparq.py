@@ -433,7 +433,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
 @triton.jit
 def _pack(key, pos):
     """A candidate as one int64: its order key in the high word, its position (>= 0) in the low:
-    one store and one load a candidate, and the packed values order as the keys do."""
+    one store and one load a candidate (compared as uint64, the packed values order as the keys do)."""
     return ((key.to(tl.uint64) << 32) | pos.to(tl.uint64)).to(tl.int64, bitcast=True)
 
 

@@ -174,6 +174,10 @@ def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):
     steps = [x["sparq_decode"] for x in sparq] + [x["dense_decode"] for x in dense]
     eager = [f().clone() for f in steps]
     chosen = [x.state.idx.sort(-1).values.clone() for x in sparq]
+    eager_scores = [x.state.scores.clone() for x in sparq]
+    for x, want in zip(sparq, chosen):  # the eager selection itself: torch.topk's scores
+        top = torch.topk(x.state.scores, want.shape[-1], dim=-1).values.sort(-1).values
+        assert torch.equal(torch.gather(x.state.scores, -1, want.long()).sort(-1).values, top)
     for x in sparq + dense:
         x.state.out.fill_(float("nan"))
     for x in sparq:
@@ -192,9 +196,11 @@ def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):
         x.state.out.fill_(float("nan"))
     graph.replay()
     torch.cuda.synchronize()
-    for x, want in zip(sparq, chosen):
+    for x, want, eager_s in zip(sparq, chosen, eager_scores):
         got = x.state.idx.sort(-1).values
-        scores = x.state.scores  # the same in both: the same sums in the same order
+        scores = x.state.scores
+        assert torch.equal(scores, eager_s)  # the same sums in the same order
+        assert (got[..., 1:] != got[..., :-1]).all(), "a position chosen twice"
         got_s = torch.gather(scores, -1, got.long()).sort(-1).values
         want_s = torch.gather(scores, -1, want.long()).sort(-1).values
         assert torch.equal(got_s, want_s), "other scores chosen"
