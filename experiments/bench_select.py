@@ -15,23 +15,11 @@ import torch
 import triton
 
 from sparq_perf.kernels import sparq as sp
+from sparq_perf.kernels._common import compiled_variants
 from sparq_perf.measure.point import same_topk
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
 SHAPES = [(2048, 16384, 1024), (2048, 16384, 128), (32, 32768, 2048), (32, 131072, 8192), (512, 32768, 2048)]
-
-
-def compiled_info(kernel):
-    """(registers, spills) of each compiled variant of a Triton kernel on device 0."""
-    out = []
-    try:
-        for cache in kernel.device_caches.values():
-            for k in cache[0].values():
-                k._init_handles()
-                out.append((k.n_regs, k.n_spills))
-    except (AttributeError, TypeError, IndexError) as e:  # triton's internals move between versions
-        out.append(f"unavailable: {e!r}")
-    return out
 
 
 def main(argv=None):
@@ -61,7 +49,7 @@ def main(argv=None):
         row["pick_us"] = row["select_us"] - row["filter_us"]
         res.append(row)
         print(" ".join(f"{a}={b:.1f}" if isinstance(b, float) else f"{a}={b}" for a, b in row.items()), flush=True)
-    regs = {"filter": compiled_info(sp._filter_kernel), "pick": compiled_info(sp._pick_kernel)}
+    regs = {"filter": compiled_variants(sp._filter_kernel), "pick": compiled_variants(sp._pick_kernel)}
     print("registers, spills:", regs)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

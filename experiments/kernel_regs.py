@@ -19,13 +19,6 @@ from sparq_perf.kernels.runners import phase_runners
 from sparq_perf.measure.point import _random_cache, check_sparq_on_cache
 
 
-def compiled(fn):
-    """(signature key, compiled kernel) of every specialisation the JIT function holds."""
-    for cache in getattr(fn, "device_caches", {}).values():
-        kernels = cache[0] if isinstance(cache, tuple) else cache
-        yield from kernels.items()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
@@ -43,9 +36,8 @@ def main(argv=None):
     for mod in (sp, dn, cm):
         for name in dir(mod):
             fn = getattr(mod, name)
-            for _, k in compiled(fn) if hasattr(fn, "device_caches") else ():
-                rows.append(dict(kernel=name, warps=getattr(k.metadata, "num_warps", 0), regs=getattr(k, "n_regs", -1),
-                                 spilled_bytes=getattr(k, "n_spills", -1)))
+            if hasattr(fn, "device_caches"):
+                rows += [dict(kernel=name, **x) for x in cm.compiled_variants(fn)]
     for x in rows:
         print(f"{x['kernel']:24} warps {x['warps']:2}  regs {x['regs']:3}  spilled {x['spilled_bytes']} B")
     if args.out:

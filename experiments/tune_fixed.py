@@ -126,12 +126,6 @@ def tune_dense(gen, res):
         print("dense", B, S, Hkv, flush=True)
 
 
-def filter_regs():
-    """Registers and spilled bytes a thread of the filter's last launch."""
-    k = sp.LAUNCHED.get("filter")
-    return dict(filter_regs=getattr(k, "n_regs", None), filter_spills=getattr(k, "n_spills", None))
-
-
 def tune_select(gen, res):
     for rows, S, k in SELECT_SHAPES:
         base = dict(kind="select", rows=rows, S=S, k=k)
@@ -140,7 +134,7 @@ def tune_select(gen, res):
             # checked against torch.topk (twice on the same workspace), then both timed
             ours, topk = measure_selection(rows, S, k, max_sets=4, seed=21)  # the same scores for each variant
             sure = sp.uses_sure(S, k, min(S, sp.sample_size(S)), rows)
-            res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6, **filter_regs()))
+            res.append(dict(base, config=cfg, sure=sure, us=ours["median_s"] * 1e6))
             if not cfg:
                 res.append(dict(base, config="torch.topk", us=topk["median_s"] * 1e6))
         apply({})
@@ -157,7 +151,7 @@ def tune_step(gen, res):
             err = check_sparq_on_cache(runs[0], qs[0], caches[0], r, k)
             for x in runs[1:]:  # each set's scores and indices made before the phases that read them are timed
                 x[P.SPARQ_DECODE]()
-            base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err, **filter_regs(),
+            base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err,
                         attend_splits=runs[0].state.n_splits, score_chunks=runs[0].state.n_chunks)
             for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
                 t = time_calls([x[phase] for x in runs], target_s=0.05)
@@ -186,8 +180,9 @@ def main(argv=None):
     parts = {"select": tune_select, "step": tune_step, "dense": tune_dense}
     for name in args.parts.split(","):
         parts[name](gen, res)
+        regs = {name: cm.compiled_variants(getattr(sp, name)) for name in ("_filter_kernel", "_pick_kernel")}
         with open(out / "tune_fixed.json", "w") as f:  # after each part: what ran is kept if a later one does not
-            json.dump({"provenance": prov, "rows": res}, f, indent=0)
+            json.dump({"provenance": prov, "rows": res, "registers_spills": regs}, f, indent=0)
     groups = {}
     for x in res:
         key = (x["kind"], x.get("B", x.get("rows")), x["S"], x.get("Hkv", x.get("k")), x.get("phase", ""))

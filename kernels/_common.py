@@ -98,6 +98,24 @@ def num_sms(device_index=0) -> int:
     return (torch.cuda.is_available() and device_sms(device_index)) or 8
 
 
+def compiled_variants(fn) -> list[dict]:
+    """Each specialisation a Triton JIT function has compiled on this process's GPUs: its
+    warps, registers and spilled bytes per thread as the driver loaded it (a kernel's
+    registers set how many of its warps an SM holds). Empty where none has compiled or
+    Triton's internals differ from those read here."""
+    rows = []
+    try:
+        for cache in getattr(fn, "device_caches", {}).values():
+            kernels = cache[0] if isinstance(cache, tuple) else cache
+            for kern in kernels.values():
+                kern._init_handles()
+                rows.append(dict(warps=getattr(kern.metadata, "num_warps", 0), regs=kern.n_regs,
+                                 spilled_bytes=kern.n_spills))
+    except (AttributeError, TypeError, IndexError, RuntimeError):  # triton's internals move between versions
+        return rows
+    return rows
+
+
 def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0, whole: bool = False) -> int:
     """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times
     (whole: at most `waves` times; cost.base.splits).

@@ -130,7 +130,6 @@ def _top_r(Q, b, h, r, sQb, sQh, G: tl.constexpr, GP: tl.constexpr, D: tl.conste
     offs_r = tl.arange(0, RP)
     gm = offs_g < G
     dm = offs_d < D
-    rm = offs_r < r
     q_ptr = Q + b * sQb + (h * G + offs_g)[:, None] * sQh
     q = tl.load(q_ptr + offs_d[None, :], mask=gm[:, None] & dm[None, :], other=0.0).to(tl.float32)
     # rank_i = #{j beating i}, ties by index
@@ -978,9 +977,6 @@ def row_kernel_pdl(kernel: str, rows: int) -> dict:
     return pdl_args(enabled=not (kernel in NO_PDL_ROW_KERNELS and lo * num_sms() < rows <= hi * num_sms()))
 
 
-LAUNCHED: dict = {}  # the compiled kernel of the filter's last launch (its registers and spills, for tuning)
-
-
 def max_regs(n: int | None) -> dict:
     """The launch option capping a kernel's registers per thread at n (none where n is None)."""
     return {} if n is None else {"maxnreg": int(n)}
@@ -1005,10 +1001,9 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                NB_LOG2=ws.bins.bit_length() - 1,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
-    LAUNCHED["filter"] = _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out,
-                                                       ws.hist, ws.S, ws.k, ws.cap, BLOCK=ws.block,
-                                                       HAS_SURE=ws.rank_sure > 0, NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
-                                                       num_warps=FILTER_WARPS,
+    _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
+                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
+                                                       NB=ws.bins, BIN_BRANCH=BIN_BRANCH, num_warps=FILTER_WARPS,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 

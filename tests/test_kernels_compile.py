@@ -134,3 +134,22 @@ def test_kernels_compile_for_sm90():
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_dense_partial_kernel": "ok"}, res
+
+
+def test_compiled_variants_reads_each_specialisation():
+    """The registers and spills read from a JIT function's caches (experiments' tables)."""
+    from types import SimpleNamespace
+
+    from sparq_perf.kernels._common import compiled_variants
+
+    loaded = []
+
+    def kern(warps, regs, spills):
+        k = SimpleNamespace(metadata=SimpleNamespace(num_warps=warps), n_regs=None, n_spills=None)
+        k._init_handles = lambda: (loaded.append(k), setattr(k, "n_regs", regs), setattr(k, "n_spills", spills))
+        return k
+
+    fn = SimpleNamespace(device_caches={0: ({"a": kern(1, 88, 0), "b": kern(8, 255, 4)}, None)})
+    assert compiled_variants(fn) == [dict(warps=1, regs=88, spilled_bytes=0), dict(warps=8, regs=255, spilled_bytes=4)]
+    assert len(loaded) == 2
+    assert compiled_variants(SimpleNamespace()) == []
