@@ -205,7 +205,7 @@ def last_split_merges(COUNT, O_PART, M_PART, L_PART, A_PART, VBAR, OUT, b, h, n_
         vbar = 0.0
         if MIX:
             vbar = tl.load(VBAR + b * sVb + h * sVh + offs_d, mask=offs_d < D, other=0.0)
-        for g in range(G):
+        for g in tl.static_range(G):  # unrolled: the heads' loads in flight together
             hq = h * G + g
             merge_row(O_PART, M_PART, L_PART, A_PART, vbar, OUT + b * sYb + hq * sYh, (row * G + g) * n_splits,
                       n_splits, D, DP, SP, MIX, ".cg")

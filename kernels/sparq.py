@@ -76,6 +76,7 @@ SCORE_FMA = True
 # score program (H100: 2048 rows 121 vs 137 us with the launch; 32 rows 14.3 vs 23.9)
 TOPR_KERNEL_ROWS_PER_SM = 2
 SCORE_TOPR_KERNEL = None  # None: that rule; True / False: always / never (tuning)
+TOPR_WARPS = 4  # warps of _topr_kernel's programs (one per KV head)
 BLOCK_K = SparqImpl.attend_block_k  # gathered rows per tile in attend: 64 x 256 B of K and of V in flight
 # attend grid: splits of k for about ATTEND_WAVES waves over the SMs, ATTEND_WAVES_FEW where
 # the groups share heads (g > 1) or the rows are fewer than the SMs: fewer, longer programs
@@ -564,16 +565,16 @@ def _bin_of_kth(h, c, kk, NB: tl.constexpr):
 
 
 @triton.jit
-def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
+def _pick_by_bins(CAND, key0, pos0, TIE, t_lo, x_lo, w, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
                   TILE: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr):
     """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
     its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
     tile of candidates at a time (one where TILE holds them all), and its keys and positions
     gathered in TIE; then each of those is ranked against the others at once (ties by their
     order in TIE) and the highest as many as are still wanted are written after the others.
-    key0, pos0: the first tile of candidates, loaded by the caller."""
+    key0, pos0: the first tile of candidates, and t_lo, x_lo, w: the row's bins (_bin_params),
+    loaded by the caller."""
     offs = tl.arange(0, TILE)
-    t_lo, x_lo, w = _bin_params(THRESH_ROW)
     w_gt = tl.zeros([], tl.int32)
     w_eq = tl.zeros([], tl.int32)
     for i0 in range(0, c, TILE):
@@ -613,7 +614,7 @@ def _pick_by_bins(CAND, key0, pos0, TIE, THRESH_ROW, dst, c, kk, b_kth, n_tie, N
 def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr,
-                 PDL: tl.constexpr):
+                 EARLY_BINS: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
     least kk (all keys at or above the threshold and below the sure one). The filter's
@@ -634,6 +635,8 @@ def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, C
     n_sure = tl.load(SURE + row)
     bins = tl.arange(0, NB)
     h = tl.load(HIST + row * NB + bins)
+    if EARLY_BINS:  # the bins' origin and scale with the counts: no round trip after the histogram's scan
+        t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
     launch_next(PDL)  # before the pick's chain of dependent steps: the attend's programs become resident during it
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
@@ -645,7 +648,9 @@ def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, C
         if kk > 0:
             b_kth, n_tie = _bin_of_kth(h, c, kk, NB)
             if (b_kth < NB - 1) & (n_tie <= TIES):
-                _pick_by_bins(CAND + row * cap, key0, pos0, TIE + row * 2 * TIES, THRESH + 4 * row,
+                if not EARLY_BINS:
+                    t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
+                _pick_by_bins(CAND + row * cap, key0, pos0, TIE + row * 2 * TIES, t_lo, x_lo, w,
                               dst, c, kk, b_kth, n_tie, NB, TILE, TIES, BIN_BRANCH)
             else:
                 _pick_tiles(CAND + row * cap, c, dst, kk, BLOCK, False)
@@ -807,7 +812,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     )
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=state.rp, num_warps=4, **{k: v for k, v in meta.items() if k != "UPCAST"},
+                                          RP=state.rp, num_warps=TOPR_WARPS, **{k: v for k, v in meta.items() if k != "UPCAST"},
                                           **pdl_args())
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
@@ -873,6 +878,9 @@ SURE_THRESHOLD = None
 # 102.2; selection alone 2048 x 16k, k=1024, 288.7 -> 237.0; ties 64 instead of 128 faster
 # by 0.1-5 us more
 PICK_TIES = 64
+# the pick loads its row's bins' origin and scale with its counts and histogram (True), or
+# after the histogram's scan, where it needs them (False: the rule before this switch)
+PICK_EARLY_BINS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)
 BIN_BRANCH = True
@@ -1030,7 +1038,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties, BIN_BRANCH=BIN_BRANCH,
-                          num_warps=warps, **row_kernel_pdl("pick", rows))
+                          EARLY_BINS=PICK_EARLY_BINS, num_warps=warps, **row_kernel_pdl("pick", rows))
     return out
 
 

@@ -36,9 +36,10 @@ CASES = [
 ]
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
-            **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH"), "constexpr")}
+            **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "EARLY_BINS"), "constexpr")}
 for NB, ONESHOT, warps in ((1024, True, 8), (4096, False, 4)):  # few rows, many
-    CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 64, "BIN_BRANCH": True},
+    CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 64, "BIN_BRANCH": True,
+                                    "EARLY_BINS": True},
                   warps))
 CASES += [
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",
