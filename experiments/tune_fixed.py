@@ -66,16 +66,19 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # default; not taken); after it, the filter's registers capped at 64, 72 and 80 a thread (at
 # 2fa19be), then 72 and 80 with the candidates packed in one int64 (dd624de); after it, the
 # bins by a branch on the row's rule (the default) or both rules computed (before dd624de);
-# after it, the pick's bins loaded with its counts (the default) or after its scan, the pick's
+# at 3b37989, the pick's bins loaded with its counts (now the rule) or after its scan, the pick's
 # candidates a thread at few rows, the top-r kernel's warps, and the merge by the attend's last
 # split program for groups of up to 8 heads, and the attend's stages (triton 3.6 for sm_90
 # double-buffers its gathered K and V tiles from 5 stages, triple from 7; below 5, one tile in
 # flight) and its programs where the rows are few;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-SELECT_VARIANTS = [{}, {"PICK_EARLY_BINS": False}, {"PICK_KEYS_PER_THREAD_FEW": 32}, {"PICK_KEYS_PER_THREAD_FEW": 8}]
-STEP_VARIANTS = SELECT_VARIANTS + [{"TOPR_WARPS": 1}, {"TOPR_WARPS": 2}, {"FUSED_MERGE_MAX_G": 8}, {"ATTEND_STAGES": 5},
-                                   {"ATTEND_STAGES": 7}, {"ATTEND_WAVES_FEW": 4.0}]
+# (at 3b37989 also the pick's candidates a thread at few rows (8, 32), the top-r kernel's warps
+# (1, 2), the fused merge for up to 8 heads a group, 7 attend stages, 4 waves where few: none
+# taken); after it, the filter's and the pick's tiles loaded as vectors (before) or one element
+# a thread (the default), and the attend without its cap on blocks a program (before)
+SELECT_VARIANTS = [{}, {"FILTER_SCALAR_LOADS": False}, {"PICK_SCALAR_LOADS": False}]
+STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_MAX_BLOCKS_FEW": float("inf")}, {"ATTEND_STAGES": 5}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

@@ -116,14 +116,16 @@ def compiled_variants(fn) -> list[dict]:
     return rows
 
 
-def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0, whole: bool = False) -> int:
+def n_splits_for(n_rows: int, length: int, block: int, waves: float = 2.0, whole: bool = False,
+                 max_blocks: float = float("inf")) -> int:
     """Splits of `length` so that n_rows * splits programs fill the GPU about `waves` times
-    (whole: at most `waves` times; cost.base.splits).
+    (whole: at most `waves` times), and more where a split would hold over max_blocks blocks
+    (cost.base.splits).
 
     Depends on the row count and on length only through its blocks, so the grid changes
     rarely as S grows (and the kernels never recompile for S).
     """
-    return int(splits(n_rows, length, block, waves, num_sms(), whole))
+    return int(splits(n_rows, length, block, waves, num_sms(), whole, max_blocks))
 
 
 def chunk_for(length: int, n_splits: int, block: int) -> int:

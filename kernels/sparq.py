@@ -85,6 +85,12 @@ BLOCK_K = SparqImpl.attend_block_k  # gathered rows per tile in attend: 64 x 256
 # (the cost model counts the attend's programs from the same numbers)
 ATTEND_WAVES = SparqImpl.attend_waves
 ATTEND_WAVES_FEW = SparqImpl.attend_waves_few
+# ... and there at most ATTEND_MAX_BLOCKS_FEW blocks of BLOCK_K rows a program: more splits where
+# k is long. triton 3.6 keeps one gathered tile of K and V in flight at 3 stages (it
+# double-buffers indirect loads from 5), so a long program waits on each tile in turn (H200,
+# reports/kernels/tune_fixed_3b37989.json: 4 waves, B=1 S=128k k=8192 50.7 -> 43.0 us, 16 -> 8
+# blocks a program; at S=32k, 4 blocks, 4 waves lost: 16.2 -> 18.1)
+ATTEND_MAX_BLOCKS_FEW = SparqImpl.attend_max_blocks_few
 ATTEND_WARPS = 4
 ATTEND_STAGES = 3
 # the attend's last split program of each KV head merges the partials (no merge launch)
@@ -108,6 +114,10 @@ def score_waves(G: int, rows: int) -> float:
 
 def attend_waves(G: int, rows: int) -> float:
     return float(waves_for(rows, num_sms(), ATTEND_WAVES, ATTEND_WAVES_FEW, G > 1))
+
+
+def attend_max_blocks(G: int, rows: int) -> float:
+    return float(waves_for(rows, num_sms(), math.inf, ATTEND_MAX_BLOCKS_FEW, G > 1))
 
 
 def fused_merge(G: int) -> bool:
@@ -392,9 +402,21 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     tl.store(THRESH + 4 * row + 3, tl.where(x_lo > 0, shift, scale.to(tl.int32, bitcast=True)))
 
 
+# Tiles whose keys are then stored scattered (the candidates, positions) are loaded one
+# element a thread at a time (SCALAR_LOADS; the filter's FILTER_SCALAR_LOADS, the pick's
+# PICK_SCALAR_LOADS): tl.max_contiguous(offsets, 1) where the offsets are made (it marks the
+# op that makes them, so it must stand there, not in a helper). A vector load's
+# layout (several contiguous elements a thread) differs from the one Triton gives scattered
+# stores (one a thread), and every value, mask and 64-bit pointer of the tile would move
+# between them through shared memory with barriers: the pick's main path had seven such
+# conversions of its 4096 slots (103 barriers -> 67), the filter three of its 512 keys (sm_90,
+# triton 3.6). A warp still reads whole lines: consecutive threads, consecutive elements.
+
+
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, PDL: tl.constexpr):
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, SCALAR_LOADS: tl.constexpr,
+                   PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -407,6 +429,8 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
     row = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
+    if SCALAR_LOADS:
+        pos = tl.max_contiguous(pos, 1)
     x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
     grid_wait(PDL)
     t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
@@ -566,7 +590,7 @@ def _bin_of_kth(h, c, kk, NB: tl.constexpr):
 
 @triton.jit
 def _pick_by_bins(CAND, key0, pos0, TIE, t_lo, x_lo, w, dst, c, kk, b_kth, n_tie, NB: tl.constexpr,
-                  TILE: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr):
+                  TILE: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr, SCALAR_LOADS: tl.constexpr):
     """The kk largest of c candidates, given the bin b_kth that holds the kk-th largest and
     its n_tie <= TIES keys: the positions of the keys in the bins above it are written, a
     tile of candidates at a time (one where TILE holds them all), and its keys and positions
@@ -583,6 +607,8 @@ def _pick_by_bins(CAND, key0, pos0, TIE, t_lo, x_lo, w, dst, c, kk, b_kth, n_tie
         if i0 == 0:  # loaded already
             key, pos = key0, pos0
         else:
+            if SCALAR_LOADS:
+                i = tl.max_contiguous(i, 1)
             key, pos = _unpack(tl.load(CAND + i, mask=m, other=0))
         b = _bin_of(_key_value(key), key, t_lo, x_lo, w, NB, BIN_BRANCH)
         gt = m & (b > b_kth)
@@ -614,7 +640,7 @@ def _pick_by_bins(CAND, key0, pos0, TIE, t_lo, x_lo, w, dst, c, kk, b_kth, n_tie
 def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, CAPB: tl.constexpr,
                  BLOCK: tl.constexpr,  # candidates or scores per tile where read from memory
                  ONESHOT: tl.constexpr, NB: tl.constexpr, TIES: tl.constexpr, BIN_BRANCH: tl.constexpr,
-                 EARLY_BINS: tl.constexpr, PDL: tl.constexpr):
+                 SCALAR_LOADS: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,). The filter wrote the row's n_sure keys above the sure threshold to its
     output; the rest, kk = k - n_sure, are the kk largest candidates when those number at
     least kk (all keys at or above the threshold and below the sure one). The filter's
@@ -630,13 +656,14 @@ def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, C
     row = tl.program_id(0).to(tl.int64)
     TILE: tl.constexpr = CAPB if ONESHOT else BLOCK
     i = tl.arange(0, TILE)  # the first tile of candidates loaded with the counts (those past the count unused)
+    if SCALAR_LOADS:
+        i = tl.max_contiguous(i, 1)
     key0, pos0 = _unpack(tl.load(CAND + row * cap + i, mask=i < cap, other=0))
     c = tl.load(COUNT + row)
     n_sure = tl.load(SURE + row)
     bins = tl.arange(0, NB)
     h = tl.load(HIST + row * NB + bins)
-    if EARLY_BINS:  # the bins' origin and scale with the counts: no round trip after the histogram's scan
-        t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
+    t_lo, x_lo, w = _bin_params(THRESH + 4 * row)  # the bins' origin and scale, with the counts
     launch_next(PDL)  # before the pick's chain of dependent steps: the attend's programs become resident during it
     tl.debug_barrier()  # every warp has read the counts before one thread clears them
     tl.store(COUNT + row, 0)
@@ -648,10 +675,8 @@ def _pick_kernel(SCORES, CAND, COUNT, SURE, THRESH, HIST, TIE, IDX, S, k, cap, C
         if kk > 0:
             b_kth, n_tie = _bin_of_kth(h, c, kk, NB)
             if (b_kth < NB - 1) & (n_tie <= TIES):
-                if not EARLY_BINS:
-                    t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
                 _pick_by_bins(CAND + row * cap, key0, pos0, TIE + row * 2 * TIES, t_lo, x_lo, w,
-                              dst, c, kk, b_kth, n_tie, NB, TILE, TIES, BIN_BRANCH)
+                              dst, c, kk, b_kth, n_tie, NB, TILE, TIES, BIN_BRANCH, SCALAR_LOADS)
             else:
                 _pick_tiles(CAND + row * cap, c, dst, kk, BLOCK, False)
     else:
@@ -759,7 +784,8 @@ class SparqState:
         self.n_chunks = n_splits_for(rows, S, self.block_s, waves=score_waves(self.G, rows))
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.block_k = BLOCK_K
-        self.n_splits = n_splits_for(rows, k, self.block_k, waves=attend_waves(self.G, rows))
+        self.n_splits = n_splits_for(rows, k, self.block_k, waves=attend_waves(self.G, rows),
+                                     max_blocks=attend_max_blocks(self.G, rows))
         self.chunk_k = chunk_for(k, self.n_splits, self.block_k)
         f32 = torch.float32
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
@@ -878,9 +904,9 @@ SURE_THRESHOLD = None
 # 102.2; selection alone 2048 x 16k, k=1024, 288.7 -> 237.0; ties 64 instead of 128 faster
 # by 0.1-5 us more
 PICK_TIES = 64
-# the pick loads its row's bins' origin and scale with its counts and histogram (True), or
-# after the histogram's scan, where it needs them (False: the rule before this switch)
-PICK_EARLY_BINS = True
+# the filter's and the pick's tiles loaded one element a thread (above _filter_kernel)
+FILTER_SCALAR_LOADS = True
+PICK_SCALAR_LOADS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)
 BIN_BRANCH = True
@@ -1011,7 +1037,8 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
                                **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
                                                        ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
-                                                       NB=ws.bins, BIN_BRANCH=BIN_BRANCH, num_warps=FILTER_WARPS,
+                                                       NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
+                                                       SCALAR_LOADS=FILTER_SCALAR_LOADS, num_warps=FILTER_WARPS,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 
@@ -1038,7 +1065,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties, BIN_BRANCH=BIN_BRANCH,
-                          EARLY_BINS=PICK_EARLY_BINS, num_warps=warps, **row_kernel_pdl("pick", rows))
+                          SCALAR_LOADS=PICK_SCALAR_LOADS, num_warps=warps, **row_kernel_pdl("pick", rows))
     return out
 
 

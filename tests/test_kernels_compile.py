@@ -31,15 +31,15 @@ CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH"), "constexpr")},
-     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True}, 1),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")},
+     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": True}, 1),
 ]
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
-            **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "EARLY_BINS"), "constexpr")}
+            **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")}
 for NB, ONESHOT, warps in ((1024, True, 8), (4096, False, 4)):  # few rows, many
     CASES.append(("_pick_kernel", PICK_SIG, {"CAPB": 4096, "BLOCK": 1024, "ONESHOT": ONESHOT, "NB": NB, "TIES": 64, "BIN_BRANCH": True,
-                                    "EARLY_BINS": True},
+                                    "SCALAR_LOADS": True},
                   warps))
 CASES += [
     ("_topr_kernel", {"Q": "*bf16", "I1": I32, "QM": "*bf16", "INV_TAU": "*fp32", "r": "i32", "sQb": "i32", "sQh": "i32",

@@ -59,6 +59,8 @@ class SparqImpl:
     attend_block_k: int = 64
     attend_waves: float = 4.0
     attend_waves_few: float = 2.0
+    # ... and there at most this many blocks a program (more splits where k is long)
+    attend_max_blocks_few: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     writes = {"out": n * g * d * a}
     flops = n * g * (k * (4.0 * d + 2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + 3.0 * d)
     launches = impl.attend_launches - (1 if w.group_size <= impl.merge_in_attend_max_g else 0)
-    grid = SplitGrid(n, k, impl.attend_block_k, impl.attend_waves, impl.attend_waves_few, g > 1)
+    grid = SplitGrid(n, k, impl.attend_block_k, impl.attend_waves, impl.attend_waves_few, g > 1,
+                     max_blocks_few=impl.attend_max_blocks_few)
     return PhaseCost(P.SPARQ_ATTEND, reads, writes, flops, launches, grids=(grid,))
 
 

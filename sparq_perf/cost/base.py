@@ -64,23 +64,25 @@ def serial_waves(cost: PhaseCost, compute_units: int):
     return np.ceil(np.asarray(cost.serial_rows, np.float64) / compute_units) * cost.serial_items
 
 
-def splits(rows, length, block, waves, compute_units, whole=False):
+def splits(rows, length, block, waves, compute_units, whole=False, max_blocks=np.inf):
     """Splits of `length` so that rows * splits programs fill the compute units about `waves`
     times (the last wave may be part-filled), or with `whole` at most `waves` times (no wave
-    left part-filled past them: the dense kernel's rule); at least one, at most one per block
-    (the split kernels' grid rule)."""
+    left part-filled past them: the dense kernel's rule); more where a split would hold more
+    than `max_blocks` blocks; at least one, at most one per block (the split kernels' grid rule)."""
     rows = np.asarray(rows, np.float64)
     slots = np.asarray(waves, np.float64) * compute_units
+    blocks = np.ceil(np.asarray(length, np.float64) / block)
     want = np.maximum(1.0, np.floor(slots / rows if whole else (slots + rows - 1) / rows))
-    return np.maximum(1.0, np.minimum(want, np.ceil(np.asarray(length, np.float64) / block)))
+    want = np.maximum(want, np.ceil(blocks / np.asarray(max_blocks, np.float64)))
+    return np.maximum(1.0, np.minimum(want, blocks))
 
 
 @dataclass(frozen=True)
 class SplitGrid:
     """A split kernel's grid (rows, splits of `length` in blocks): `waves` over the compute
     units, or `waves_few` where `few` is set or the rows are fewer than the units (infinite
-    waves: a program per block). Its programs count `weight` times each (programs doing that
-    many times the work of one)."""
+    waves: a program per block), and there at most `max_blocks_few` blocks a program. Its
+    programs count `weight` times each (programs doing that many times the work of one)."""
 
     rows: object
     length: object
@@ -89,10 +91,13 @@ class SplitGrid:
     waves_few: float
     few: object = False
     weight: object = 1.0
+    max_blocks_few: float = np.inf
 
     def programs(self, compute_units: int):
         waves = waves_for(self.rows, compute_units, self.waves, self.waves_few, self.few)
-        n = np.asarray(self.rows, np.float64) * splits(self.rows, self.length, self.block, waves, compute_units)
+        cap = waves_for(self.rows, compute_units, np.inf, self.max_blocks_few, self.few)
+        n = np.asarray(self.rows, np.float64) * splits(self.rows, self.length, self.block, waves, compute_units,
+                                                       max_blocks=cap)
         return n * np.asarray(self.weight, np.float64)
 
 
