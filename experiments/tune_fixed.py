@@ -75,10 +75,11 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3b37989 also the pick's candidates a thread at few rows (8, 32), the top-r kernel's warps
 # (1, 2), the fused merge for up to 8 heads a group, 7 attend stages, 4 waves where few: none
-# taken); after it, the filter's and the pick's tiles loaded as vectors (before) or one element
-# a thread (the default), and the attend without its cap on blocks a program (before)
-SELECT_VARIANTS = [{}, {"FILTER_SCALAR_LOADS": False}, {"PICK_SCALAR_LOADS": False}]
-STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_MAX_BLOCKS_FEW": float("inf")}, {"ATTEND_STAGES": 5}]
+# taken); at b95876e the filter's and the pick's tiles loaded as vectors or one element a thread
+# (the pick's taken), and the attend with a cap of 8 blocks a program where few (not taken);
+# after it, the filter's one element a thread, the cap, and 5 attend stages
+SELECT_VARIANTS = [{}, {"FILTER_SCALAR_LOADS": True}]
+STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_MAX_BLOCKS_FEW": 8.0}, {"ATTEND_STAGES": 5}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

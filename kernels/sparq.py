@@ -85,11 +85,12 @@ BLOCK_K = SparqImpl.attend_block_k  # gathered rows per tile in attend: 64 x 256
 # (the cost model counts the attend's programs from the same numbers)
 ATTEND_WAVES = SparqImpl.attend_waves
 ATTEND_WAVES_FEW = SparqImpl.attend_waves_few
-# ... and there at most ATTEND_MAX_BLOCKS_FEW blocks of BLOCK_K rows a program: more splits where
-# k is long. triton 3.6 keeps one gathered tile of K and V in flight at 3 stages (it
-# double-buffers indirect loads from 5), so a long program waits on each tile in turn (H200,
-# reports/kernels/tune_fixed_3b37989.json: 4 waves, B=1 S=128k k=8192 50.7 -> 43.0 us, 16 -> 8
-# blocks a program; at S=32k, 4 blocks, 4 waves lost: 16.2 -> 18.1)
+# ... and there at most ATTEND_MAX_BLOCKS_FEW blocks of BLOCK_K rows a program (inf: no cap):
+# more splits where k is long. triton 3.6 keeps one gathered tile of K and V in flight at 3
+# stages (it double-buffers indirect loads from 5), so a long program waits on each tile in
+# turn. H200: 4 waves at B=1 S=128k, k=8192 (16 blocks a program -> 8) ran the attend 50.7 ->
+# 43.0 us (reports/kernels/tune_fixed_3b37989.json), but a cap of 8 (the same 512 rows a
+# program) 49.7 -> 56.5 in the next run (tune_fixed_b95876e.json): not taken
 ATTEND_MAX_BLOCKS_FEW = SparqImpl.attend_max_blocks_few
 ATTEND_WARPS = 4
 ATTEND_STAGES = 3
@@ -904,8 +905,12 @@ SURE_THRESHOLD = None
 # 102.2; selection alone 2048 x 16k, k=1024, 288.7 -> 237.0; ties 64 instead of 128 faster
 # by 0.1-5 us more
 PICK_TIES = 64
-# the filter's and the pick's tiles loaded one element a thread (above _filter_kernel)
-FILTER_SCALAR_LOADS = True
+# the filter's and the pick's tiles loaded one element a thread (above _filter_kernel). H200
+# (reports/kernels/tune_fixed_b95876e.json), the pick's: selection alone 132 x 32k, k=2048
+# 43.5 -> 36.0 us, 32 x 32k 18.1 -> 17.1, 8 x 32k 15.9 -> 14.8, 32 x 128k 63.6 -> 60.5, 2048 x 16k
+# 188.1 -> 188.6. The filter's lost where the rows are many (72 -> 96 registers): 2048 x 16k
+# 177.0 -> 188.6, B=16 S=32k select 79.1 -> 81.9; at few rows within 0.3 us. So the pick only.
+FILTER_SCALAR_LOADS = False
 PICK_SCALAR_LOADS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)

@@ -210,7 +210,8 @@ def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
 
 
 def test_attend_grid_caps_blocks_a_program_where_rows_are_few():
-    """The attend's splits (kernels' grid and the model's programs, one rule): 32 rows of
+    """The attend's splits (kernels' grid and the model's programs, one rule), with a cap of 8
+    blocks a program (SparqImpl.attend_max_blocks_few; off by default): 32 rows of
     k = 8192 in blocks of 64 (128 blocks) on 132 units. 2 waves ask floor((264 + 31) / 32) = 9
     splits (15 blocks each); at most 8 blocks a program asks
     ceil(128 / 8) = 16, so 16 splits, 512 programs. At k = 2048 (32 blocks) the 9 splits hold
@@ -220,12 +221,13 @@ def test_attend_grid_caps_blocks_a_program_where_rows_are_few():
     assert splits(32, 8192, 64, 2.0, 132) == 9
     assert splits(32, 8192, 64, 2.0, 132, max_blocks=8.0) == 16
     assert splits(32, 2048, 64, 2.0, 132, max_blocks=8.0) == 9
-    impl = SparqImpl()
+    impl = SparqImpl(attend_max_blocks_few=8.0)
     grid = SplitGrid(32, 8192, impl.attend_block_k, impl.attend_waves, impl.attend_waves_few,
                      max_blocks_few=impl.attend_max_blocks_few)
     assert grid.programs(132) == 32 * 16
     many = SplitGrid(512, 8192, impl.attend_block_k, impl.attend_waves, impl.attend_waves_few,
                      max_blocks_few=impl.attend_max_blocks_few)
     assert many.programs(132) == 512 * 2
+    assert SplitGrid(32, 8192, 64, 4.0, 2.0).programs(132) == 32 * 9  # no cap (the default)
     assert np.array_equal(SplitGrid(np.array([32, 512]), 8192, 64, 4.0, 2.0, max_blocks_few=8.0).programs(132),
                           [32 * 16, 512 * 2])

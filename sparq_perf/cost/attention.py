@@ -59,8 +59,9 @@ class SparqImpl:
     attend_block_k: int = 64
     attend_waves: float = 4.0
     attend_waves_few: float = 2.0
-    # ... and there at most this many blocks a program (more splits where k is long)
-    attend_max_blocks_few: float = 8.0
+    # ... and there at most this many blocks a program (more splits where k is long; inf:
+    # no cap, the kernels' ATTEND_MAX_BLOCKS_FEW, measured and not taken)
+    attend_max_blocks_few: float = float("inf")
 
 
 @dataclass(frozen=True)
