@@ -9,7 +9,8 @@ the step is checked against the float64 reference (batch element 0, with the ker
 positions), then a graph of ROUNDS steps over input sets that rotate (as the benchmark does,
 so no step finds its inputs in L2) is replayed under the profiler. Per kernel of the step, the
 median over the steps of: its start after the step's first kernel started, its duration, and
-the gap from the end of the kernel before it (negative: they overlapped, as PDL lets them).
+the gap from the end of the kernel before it in the step (negative: they overlapped, as PDL
+lets them; 0 for the first).
 The step's time without the profiler (CUDA events over replays) is printed beside it.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv)
 H_Q, D = 32, 128
 ROUNDS = 8  # steps per replay
+REPLAYS = 20  # replays traced
 
 
 def kernel_events(trace_path):
@@ -42,14 +44,12 @@ def kernel_events(trace_path):
     return sorted(ks, key=lambda x: x[1])
 
 
-def split_steps(kernels, first):
-    """The kernel list cut into steps, each starting at a kernel named `first`."""
-    steps = []
-    for k in kernels:
-        if k[0] == first or not steps:
-            steps.append([])
-        steps[-1].append(k)
-    return steps
+def split_steps(kernels, n_steps):
+    """The kernel list (in start order) cut into n_steps steps of equally many kernels."""
+    if not kernels or len(kernels) % n_steps:
+        raise RuntimeError(f"{len(kernels)} kernels traced, not a whole number for each of {n_steps} steps")
+    per = len(kernels) // n_steps
+    return [kernels[i:i + per] for i in range(0, len(kernels), per)]
 
 
 def timeline(steps):
@@ -57,6 +57,8 @@ def timeline(steps):
     its start (after the step's first start), duration and gap from the previous kernel's end."""
     names = statistics.mode([tuple(k[0] for k in s) for s in steps])
     same = [s for s in steps if tuple(k[0] for k in s) == names]
+    if len(same) < len(steps):
+        print(f"  ({len(steps) - len(same)} of {len(steps)} steps ran their kernels in another order: left out)")
     rows = []
     for i, name in enumerate(names):
         start = [s[i][1] - s[0][1] for s in same]
@@ -64,7 +66,7 @@ def timeline(steps):
         gap = [s[i][1] - s[i - 1][2] for s in same] if i else [0.0]
         rows.append(dict(kernel=name, start_us=statistics.median(start), dur_us=statistics.median(dur),
                          gap_us=statistics.median(gap)))
-    span = [s[-1][2] - s[0][1] for s in same]
+    span = [max(k[2] for k in s) - s[0][1] for s in same]
     return rows, statistics.median(span), len(same)
 
 
@@ -97,15 +99,14 @@ def main(argv=None):
             graph.replay()
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(20):
+            for _ in range(REPLAYS):
                 graph.replay()
             torch.cuda.synchronize()
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "trace.json")
             prof.export_chrome_trace(path)
             kernels = kernel_events(path)
-        first = kernels[0][0] if kernels else ""
-        rows, span, n = timeline(split_steps(kernels, first)) if kernels else ([], float("nan"), 0)
+        rows, span, n = timeline(split_steps(kernels, REPLAYS * ROUNDS))
         res.append(dict(B=B, S=S, Hkv=Hkv, r=r, k=k, check_rel_err=err, step_us=t["median_s"] * 1e6,
                         span_us=span, steps_traced=n, kernels=rows))
         print(f"B={B} S={S} H_kv={Hkv}: step {t['median_s'] * 1e6:.1f} us (events), traced span {span:.1f} us "

@@ -101,18 +101,21 @@ def num_sms(device_index=0) -> int:
 def compiled_variants(fn) -> list[dict]:
     """Each specialisation a Triton JIT function has compiled on this process's GPUs: its
     warps, registers and spilled bytes per thread as the driver loaded it (a kernel's
-    registers set how many of its warps an SM holds). Empty where none has compiled or
-    Triton's internals differ from those read here."""
+    registers set how many of its warps an SM holds), and its constexprs. Empty where none
+    has compiled; a row {"unavailable": why} where Triton's internals differ from those read
+    here or a variant could not be loaded."""
     rows = []
     try:
         for cache in getattr(fn, "device_caches", {}).values():
             kernels = cache[0] if isinstance(cache, tuple) else cache
             for kern in kernels.values():
                 kern._init_handles()
+                consts = getattr(kern, "src", None) and getattr(kern.src, "constants", None)
                 rows.append(dict(warps=getattr(kern.metadata, "num_warps", 0), regs=kern.n_regs,
-                                 spilled_bytes=kern.n_spills))
-    except (AttributeError, TypeError, IndexError, RuntimeError):  # triton's internals move between versions
-        return rows
+                                 spilled_bytes=kern.n_spills,
+                                 constexprs={str(k): str(v) for k, v in (consts or {}).items()}))
+    except Exception as e:  # triton's internals move between versions; a variant may fail to load
+        rows.append({"unavailable": repr(e)[:200]})
     return rows
 
 

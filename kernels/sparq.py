@@ -88,7 +88,7 @@ ATTEND_WAVES_FEW = SparqImpl.attend_waves_few
 # ... and there at most ATTEND_MAX_BLOCKS_FEW blocks of BLOCK_K rows a program (inf: no cap):
 # more splits where k is long. triton 3.6 keeps one gathered tile of K and V in flight at 3
 # stages (it double-buffers indirect loads from 5), so a long program waits on each tile in
-# turn. H200: 4 waves at B=1 S=128k, k=8192 (16 blocks a program -> 8) ran the attend 50.7 ->
+# turn. H200: 4 waves at B=1 S=128k, k=8192 (15 blocks a program -> 8) ran the attend 50.7 ->
 # 43.0 us (reports/kernels/tune_fixed_3b37989.json), but a cap of 8 (the same 512 rows a
 # program) 49.7 -> 56.5 in the next run (tune_fixed_b95876e.json): not taken
 ATTEND_MAX_BLOCKS_FEW = SparqImpl.attend_max_blocks_few

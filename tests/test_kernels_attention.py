@@ -289,23 +289,30 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.block == select_plan.FILTER_BLOCK
 
 @pytest.mark.parametrize("units", [8, 132])
-def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, monkeypatch):
+@pytest.mark.parametrize("cap", [float("inf"), 8.0])
+def test_cost_model_counts_the_attends_programs_as_the_kernels_grid(units, cap, monkeypatch):
     """The attend's split grid in the cost model (its programs, the calibration's program
-    term) is the grid the kernels launch, with the same SM count."""
-    from sparq_perf.cost.attention import attention_costs
+    term) is the grid the kernels launch, with the same SM count, without and with a cap on
+    the blocks a program where the rows are few (at 8 units, 4 rows of k = 4096: 4 splits of
+    16 blocks, capped at 8 blocks 8 splits)."""
+    from sparq_perf.cost.attention import SparqImpl, attention_costs
     from sparq_perf.kernels import _common
     from sparq_perf.kernels import sparq as sparq_kernels
     from sparq_perf.workload import Workload
 
     monkeypatch.setattr(_common, "num_sms", lambda device_index=0: units)
     monkeypatch.setattr(sparq_kernels, "num_sms", lambda device_index=0: units)
+    monkeypatch.setattr(sparq_kernels, "ATTEND_MAX_BLOCKS_FEW", cap)
+    impl = SparqImpl(attend_max_blocks_few=cap)
     for B, Hq, Hkv, S, k in [(1, 4, 4, 4096, 256), (1, 8, 2, 4096, 1000), (3, 4, 4, 2048, 2048), (64, 4, 4, 512, 64),
-                             (40, 8, 8, 4096, 4096)]:
+                             (40, 8, 8, 4096, 4096), (1, 4, 4, 8192, 4096)]:
         q = torch.zeros(B, Hq, 64)
         cache = KVCache.empty(B, Hkv, S, 64, device="cpu")
         cache.length = S
         st = SparqState(q, cache, 8, k)
-        cost = attention_costs("sparq", Workload(B, S, Hq, Hkv, 64, 8, k))["sparq_attend"]
+        if (B, S, units) == (1, 8192, 8):
+            assert st.n_splits == (8 if cap == 8.0 else 4)
+        cost = attention_costs("sparq", Workload(B, S, Hq, Hkv, 64, 8, k), impl)["sparq_attend"]
         (grid,) = cost.grids
         assert float(grid.programs(units)) == B * Hkv * st.n_splits, (B, Hq, Hkv, k, units)
 

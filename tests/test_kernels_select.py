@@ -145,13 +145,14 @@ def test_pick_bins_count_the_candidates_and_hold_the_kth_among_few(select_path, 
     too), the k-th largest lies below the last bin and in a bin of at most PICK_TIES keys:
     the pick ranks them, it does not bisect. (In 24 rows of each case the k-th's bin held
     at most 33 keys of the 64.) The bins by a branch on the row's rule (branch) or by both
-    rules computed, with the filter's and the pick's tiles loaded one element a thread or as
-    vectors (SCALAR_LOADS): the same."""
+    rules computed: the same. With the filter's tiles loaded as vectors and the pick's one
+    element a thread (the defaults), or the other way round (SCALAR_LOADS; a hint only the
+    compiler reads: on the GPU's tests both ways are compiled and run)."""
     if select_path != "filter":
         pytest.skip("filter's own thresholds only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
     monkeypatch.setattr(sparq_module, "BIN_BRANCH", branch)
-    monkeypatch.setattr(sparq_module, "FILTER_SCALAR_LOADS", branch)
+    monkeypatch.setattr(sparq_module, "FILTER_SCALAR_LOADS", not branch)
     monkeypatch.setattr(sparq_module, "PICK_SCALAR_LOADS", branch)
     rows = 2
     scores = torch.randn(rows, S, device=DEV)
