@@ -32,11 +32,12 @@ def main(argv=None):
         print(f"H_kv={Hkv}: SparQ off the reference by {check_sparq_on_cache(sparq, q, cache, 16, S // 16):.2e}")
         phase_runners("dense", q, cache, with_append=False)["dense_decode"]()
     torch.cuda.synchronize()
-    rows = []
+    rows, seen = [], set()
     for mod in (sp, dn, cm):
         for name in dir(mod):
             fn = getattr(mod, name)
-            if hasattr(fn, "device_caches"):
+            if hasattr(fn, "device_caches") and id(fn) not in seen:  # a kernel imported by another module: once
+                seen.add(id(fn))
                 rows += [dict(kernel=name, **x) for x in cm.compiled_variants(fn)]
     for x in rows:
         print(f"{x['kernel']:24} warps {x['warps']:2}  regs {x['regs']:3}  spilled {x['spilled_bytes']} B")

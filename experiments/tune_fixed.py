@@ -66,18 +66,16 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # default; not taken); after it, the filter's registers capped at 64, 72 and 80 a thread (at
 # 2fa19be), then 72 and 80 with the candidates packed in one int64 (dd624de); after it, the
 # bins by a branch on the row's rule (the default) or both rules computed (before dd624de);
-# at 3b37989, the pick's bins loaded with its counts (now the rule) or after its scan, the pick's
-# candidates a thread at few rows, the top-r kernel's warps, and the merge by the attend's last
-# split program for groups of up to 8 heads, and the attend's stages (triton 3.6 for sm_90
-# double-buffers its gathered K and V tiles from 5 stages, triple from 7; below 5, one tile in
-# flight) and its programs where the rows are few;
+# at 3b37989, the pick's bins loaded with its counts (now the rule) or after its scan, the
+# pick's candidates a thread at few rows (8, 32), the top-r kernel's warps (1, 2), the merge by
+# the attend's last split program for groups of up to 8 heads, the attend's stages (5, 7;
+# triton 3.6 for sm_90 double-buffers its gathered K and V tiles from 5 stages, triple from 7;
+# below 5, one tile in flight) and 4 waves of its programs where the rows are few: none taken;
+# at b95876e the filter's and the pick's tiles loaded as vectors or one element a thread (the
+# pick's taken), and the attend with a cap of 8 blocks a program where few (not taken); after
+# it, the filter's one element a thread, the cap, and 5 attend stages;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-# (at 3b37989 also the pick's candidates a thread at few rows (8, 32), the top-r kernel's warps
-# (1, 2), the fused merge for up to 8 heads a group, 7 attend stages, 4 waves where few: none
-# taken); at b95876e the filter's and the pick's tiles loaded as vectors or one element a thread
-# (the pick's taken), and the attend with a cap of 8 blocks a program where few (not taken);
-# after it, the filter's one element a thread, the cap, and 5 attend stages
 SELECT_VARIANTS = [{}, {"FILTER_SCALAR_LOADS": True}]
 STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_MAX_BLOCKS_FEW": 8.0}, {"ATTEND_STAGES": 5}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
@@ -191,7 +189,7 @@ def main(argv=None):
     parts = {"select": tune_select, "step": tune_step, "dense": tune_dense}
     for name in args.parts.split(","):
         parts[name](gen, res)
-        regs = {name: cm.compiled_variants(getattr(sp, name)) for name in ("_filter_kernel", "_pick_kernel")}
+        regs = {kern: cm.compiled_variants(getattr(sp, kern)) for kern in ("_filter_kernel", "_pick_kernel")}
         with open(out / "tune_fixed.json", "w") as f:  # after each part: what ran is kept if a later one does not
             json.dump({"provenance": prov, "rows": res, "registers_spills": regs}, f, indent=0)
     groups = {}
