@@ -73,11 +73,14 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # below 5, one tile in flight) and 4 waves of its programs where the rows are few: none taken;
 # at b95876e the filter's and the pick's tiles loaded as vectors or one element a thread (the
 # pick's taken), and the attend with a cap of 8 blocks a program where few (not taken); after
-# it, the filter's one element a thread, the cap, and 5 attend stages;
+# it, the filter's one element a thread, the cap, and 5 attend stages; after it, the threshold
+# kernel's two searches in shared rounds (the default) or one after the other, and the attend's
+# 5 stages where the rows are few and a program gathers 2 tiles or more (the default), 1 or more,
+# or never;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-SELECT_VARIANTS = [{}, {"FILTER_SCALAR_LOADS": True}]
-STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_MAX_BLOCKS_FEW": 8.0}, {"ATTEND_STAGES": 5}]
+SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
+STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_STAGES_FEW_MIN_BLOCKS": 1}, {"ATTEND_STAGES_FEW": 3}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

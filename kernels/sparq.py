@@ -94,6 +94,15 @@ ATTEND_WAVES_FEW = SparqImpl.attend_waves_few
 ATTEND_MAX_BLOCKS_FEW = SparqImpl.attend_max_blocks_few
 ATTEND_WARPS = 4
 ATTEND_STAGES = 3
+# ... and ATTEND_STAGES_FEW where the rows are few (as ATTEND_WAVES_FEW), a program gathers
+# ATTEND_STAGES_FEW_MIN_BLOCKS tiles or more and d_h <= 128: two gathered tiles in flight.
+# H200 (reports/kernels/tune_fixed_3b37989.json, _b95876e.json; attend us at 3 -> 5 stages):
+# B=1 S=128k (15 tiles a program) 50.7 -> 45.9, GQA B=4 S=32k (4) 18.1 -> 16.0, B=1 S=32k (4)
+# 16.1 -> 16.1; one tile a program loses the deeper prologue (B=1 S=8k 7.6 -> 8.5, GQA B=1 S=32k
+# 8.7 -> 9.8) and many rows the occupancy (MHA B=16 S=32k, 512 rows: 140.4 -> 146.0)
+ATTEND_STAGES_FEW = 5
+ATTEND_STAGES_FEW_MIN_BLOCKS = 2
+ATTEND_STAGES_FEW_MAX_D = 128
 # the attend's last split program of each KV head merges the partials (no merge launch)
 # where a group has one head; with g heads it merges them one after another, which cost
 # more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4).
@@ -119,6 +128,14 @@ def attend_waves(G: int, rows: int) -> float:
 
 def attend_max_blocks(G: int, rows: int) -> float:
     return float(waves_for(rows, num_sms(), math.inf, ATTEND_MAX_BLOCKS_FEW, G > 1))
+
+
+def attend_stages(G: int, rows: int, d: int, blocks: int) -> int:
+    """The attend's pipeline stages for `rows` rows of a group of G heads, d_h = d, `blocks`
+    gathered tiles a program."""
+    few = bool(waves_for(rows, num_sms(), False, True, G > 1))
+    deep = few and blocks >= ATTEND_STAGES_FEW_MIN_BLOCKS and d <= ATTEND_STAGES_FEW_MAX_D
+    return ATTEND_STAGES_FEW if deep else ATTEND_STAGES
 
 
 def fused_merge(G: int) -> bool:
@@ -353,6 +370,40 @@ def _kth_largest(key, kk, base, nbits):
 
 
 @triton.jit
+def _add6(a0, b0, c0, d0, e0, f0, a1, b1, c1, d1, e1, f1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1
+
+
+@triton.jit
+def _kth_largest_two(key, k1, k2, nbits):
+    """_kth_largest for two ranks of the same keys (base 0) at once: each round's six counts
+    (three a search) in one block reduction, so the two searches wait on ceil(nbits / 2)
+    reductions together, not on twice that one after the other."""
+    t1 = tl.zeros([], tl.uint32)
+    t2 = tl.zeros([], tl.uint32)
+    for j in range(nbits // 2):
+        b_lo = _bit(nbits - 2 - 2 * j)
+        b_hi = _bit(nbits - 1 - 2 * j)
+        lo1, hi1, lo2, hi2 = t1 | b_lo, t1 | b_hi, t2 | b_lo, t2 | b_hi
+        if TUPLE_REDUCE:
+            a1, c1, e1, a2, c2, e2 = tl.reduce(
+                ((key >= lo1).to(tl.int32), (key >= hi1).to(tl.int32), (key >= (lo1 | hi1)).to(tl.int32),
+                 (key >= lo2).to(tl.int32), (key >= hi2).to(tl.int32), (key >= (lo2 | hi2)).to(tl.int32)),
+                0, _add6)
+        else:
+            a1, c1, e1 = _count3(key, lo1, hi1, lo1 | hi1)
+            a2, c2, e2 = _count3(key, lo2, hi2, lo2 | hi2)
+        t1 = _narrow(t1, k1, lo1, hi1, lo1 | hi1, a1, c1, e1)
+        t2 = _narrow(t2, k2, lo2, hi2, lo2 | hi2, a2, c2, e2)
+    if nbits % 2 == 1:
+        lo1 = t1 | _bit(0)
+        lo2 = t2 | _bit(0)
+        t1 = tl.where(tl.sum((key >= lo1).to(tl.int32), 0) >= k1, lo1, t1)
+        t2 = tl.where(tl.sum((key >= lo2).to(tl.int32), 0) >= k2, lo2, t2)
+    return t1, t2
+
+
+@triton.jit
 def _bit_length(x):
     n = tl.zeros([], tl.int32)
     for i in tl.static_range(32):
@@ -362,7 +413,7 @@ def _bit_length(x):
 
 @triton.jit
 def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
-                      PDL: tl.constexpr):
+                      JOINT: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
@@ -376,7 +427,8 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     as suits summed softmax weights), the least shift that puts that span in fewer than
     2**NB_LOG2 bins of (key - threshold) >> shift; else equal in score (a threshold near
     or below zero spans every small exponent), the bins per unit of score (0 where not
-    finite: every finite key in the first bin, +inf and NaN in the last). THRESH[row] =
+    finite: every finite key in the first bin, +inf and NaN in the last). JOINT: the two
+    searches in the same rounds (_kth_largest_two), else one after the other. THRESH[row] =
     (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
     grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
@@ -385,15 +437,21 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride,
                                                      mask=in_sample, other=0.0)), 0)
     key16 = sample >> 16
-    t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
-    launch_next(PDL)
-    tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     top = tl.max(tl.where(sample < 0xFF800000, sample, 0), 0)  # the largest finite key (+inf: forced positions)
     if rank_sure > 0:
-        h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
+        if JOINT:
+            t, h = _kth_largest_two(key16, rank, rank_sure, 16)
+        else:
+            t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16)
+            h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
+        t = t << 16
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
         top = tl.minimum(top, t_sure)
+    else:
+        t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
+    launch_next(PDL)
+    tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     tl.store(THRESH + 4 * row + 1, t_sure.to(tl.int32, bitcast=True))
     x_lo = _key_value(t)
     scale = ((1 << NB_LOG2) - 1) / (_key_value(top) - x_lo)
@@ -788,6 +846,7 @@ class SparqState:
         self.n_splits = n_splits_for(rows, k, self.block_k, waves=attend_waves(self.G, rows),
                                      max_blocks=attend_max_blocks(self.G, rows))
         self.chunk_k = chunk_for(k, self.n_splits, self.block_k)
+        self.attend_stages = attend_stages(self.G, rows, d, triton.cdiv(self.chunk_k, self.block_k))
         f32 = torch.float32
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
         self.qm = torch.empty((B, Hq, d), dtype=q.dtype, device=dev)
@@ -872,6 +931,9 @@ PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps
 PICK_KEYS_PER_THREAD_FEW = 16
 PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
+# where the sure threshold is used, its search and the lower threshold's share each round's
+# block reduction (8 reductions of 16-bit keys, not 16 one search after the other)
+JOINT_THRESHOLDS = True
 THRESH_MIN_WARPS = 4
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
 # the pick reads its candidates in one tile of all its slots where it runs at most
@@ -1037,7 +1099,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
     _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                               NB_LOG2=ws.bins.bit_length() - 1,
+                               NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
@@ -1092,7 +1154,8 @@ def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=
         q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2), V.stride(0), V.stride(1), V.stride(2),
         *merge_args(cache.v_bar, state.out),
         Hkv, BLOCK_K=state.block_k, NCP=pow2_bucket(state.n_chunks), SP=pow2_bucket(state.n_splits), MIX=mix_mean,
-        FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or ATTEND_STAGES, **_meta(q, cache),
+        FUSED=fused, num_warps=num_warps or ATTEND_WARPS, num_stages=num_stages or state.attend_stages,
+        **_meta(q, cache),
         **pdl_args(),
     )
     if not fused:

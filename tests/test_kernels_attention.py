@@ -130,6 +130,50 @@ def test_attend_merge_paths_match_reference(B, Hq, Hkv, S, d, dtype, max_g, monk
         assert not st.merge_count.any()
 
 
+@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype,units", [SHAPES[0] + (8,), SHAPES[1] + (1,),
+                                                      (2, 8, 1, 400, 256, torch.bfloat16, 1)])
+@pytest.mark.parametrize("min_blocks", [2, 10**6])
+def test_attend_stages_paths_match_reference(B, Hq, Hkv, S, d, dtype, units, min_blocks, monkeypatch):
+    """The attend with ATTEND_STAGES_FEW stages (few rows, at least ATTEND_STAGES_FEW_MIN_BLOCKS
+    gathered tiles a program, d_h <= 128) or ATTEND_STAGES, against the reference: a grid
+    for `units` SMs, one split of k = S/2 (3 or 4 tiles) a row."""
+    from sparq_perf.kernels import _common
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    monkeypatch.setattr(_common, "num_sms", lambda device_index=0: units)
+    monkeypatch.setattr(sparq_kernels, "num_sms", lambda device_index=0: units)
+    monkeypatch.setattr(sparq_kernels, "ATTEND_WAVES_FEW", 0.5)
+    monkeypatch.setattr(sparq_kernels, "ATTEND_STAGES_FEW_MIN_BLOCKS", min_blocks)
+    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
+    st = poisoned_state(q, cache, 16, S // 2, 4)
+    assert st.n_splits == 1 and -(-st.chunk_k // st.block_k) >= 3
+    deep = min_blocks == 2 and d <= 128
+    assert st.attend_stages == (sparq_kernels.ATTEND_STAGES_FEW if deep else sparq_kernels.ATTEND_STAGES)
+    out = sparq_decode(q, cache, r=16, k=S // 2, l=4, state=st)
+    ref, _ = sparq_reference(q.double(), k.double(), v.double(), cache.v_bar.double(), 16, S // 2, 4, True, i2=st.idx)
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+def test_attend_stages_rule_at_132_sms(monkeypatch):
+    """Where the attend runs 5 stages on an H200's 132 SMs (MHA and g = 4 of 32 query heads,
+    d_h = 128, k = S/16): few rows and 2 tiles a program or more."""
+    from sparq_perf.kernels import _common
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    monkeypatch.setattr(_common, "num_sms", lambda device_index=0: 132)
+    monkeypatch.setattr(sparq_kernels, "num_sms", lambda device_index=0: 132)
+    got = {}
+    for B, S, Hkv in [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8),
+                      (8, 16384, 32), (64, 4096, 32), (16, 32768, 32)]:
+        q = torch.zeros(B, 32, 128)
+        cache = KVCache.empty(B, Hkv, S, 128, device="cpu")
+        cache.length = S
+        st = SparqState(q, cache, 16, S // 16)
+        got[(B, S, Hkv)] = (-(-st.chunk_k // st.block_k), st.attend_stages)
+    assert got == {(1, 32768, 32): (4, 5), (1, 131072, 32): (15, 5), (1, 8192, 32): (1, 3), (1, 32768, 8): (1, 3),
+                   (4, 32768, 8): (4, 5), (8, 16384, 32): (6, 3), (64, 4096, 32): (4, 3), (16, 32768, 32): (16, 3)}
+
+
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1], SHAPES[2]])
 def test_sparq_full_r_and_k_is_dense(B, Hq, Hkv, S, d, dtype):
     q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)

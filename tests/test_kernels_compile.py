@@ -29,7 +29,8 @@ from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
 CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
-                           "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr"}, {"NS": 8192, "NB_LOG2": 10}, 16),
+                           "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr", "JOINT": "constexpr"},
+     {"NS": 8192, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
                         "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")},
      {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS}, 1),
@@ -60,9 +61,10 @@ SPLIT_SIG = {**dict.fromkeys(("Q", "QM", "K", "V", "OUT"), "*bf16"), "IDX": I32,
                               "sVs", "sMb", "sMh", "sYb", "sYh", "HKV"), "i32"), "qk_scale": "fp32",
              **dict.fromkeys(("G", "GP", "D", "DP", "BLOCK_K", "BLOCK_N", "NCP", "SP", "MIX", "FUSED", "UPCAST"),
                              "constexpr")}
-for G in (1, 4):
+# (warps, stages): the attend at its stages for many rows and for few (two gathered tiles in flight)
+for G, stages in ((1, sp.ATTEND_STAGES), (4, sp.ATTEND_STAGES), (1, sp.ATTEND_STAGES_FEW)):
     CASES.append(("_attend_kernel", SPLIT_SIG, dict(G=G, GP=16, D=128, DP=128, BLOCK_K=64, NCP=32, SP=32, MIX=True,
-                                                     FUSED=True, UPCAST=False), 4))
+                                                     FUSED=True, UPCAST=False), (4, stages)))
 CASES.append(("_dense_partial_kernel", SPLIT_SIG, dict(G=1, GP=16, D=128, DP=128, BLOCK_N=128, UPCAST=False), 4))
 def pdl_order(ptx):
     # the wait comes before every store and atomic and before the next kernel is let launch
@@ -112,8 +114,10 @@ for name, sig, consts, warps in CASES:
         # 16 (so loads can be vectors, as they are there)
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
                  if n in sig and (sig[n].startswith("*") or n in DIVISIBLE)}
+        warps, stages = warps if isinstance(warps, tuple) else (warps, None)
+        opts = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-                           target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                           target=GPUTarget("cuda", 90, 32), options=opts)
     except Exception as e:
         if "ptxas" in str(e).lower():
             print(json.dumps({"skip": str(e)[:200]})); sys.exit()
@@ -122,6 +126,7 @@ for name, sig, consts, warps in CASES:
     ptx = k.asm["ptx"]
     stack = spilled_bytes(k.asm.get("cubin"))
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
+        " few rows' stages" if "MIX" in consts and stages != sp.ATTEND_STAGES else "") + (
         f" NB={consts['NB']}" if "TIES" in consts else "")
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
@@ -129,7 +134,7 @@ for name, sig, consts, warps in CASES:
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
-                               target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                               target=GPUTarget("cuda", 90, 32), options=opts)
         bars = [p.count("bar.sync") for p in (ptx, other.asm["ptx"])]
         out["pick scalar loads"] = "ok" if bars[0] < bars[1] else f"barriers {bars[0]} (scalar) vs {bars[1]}"
 print(json.dumps(out))
@@ -148,7 +153,7 @@ def test_kernels_compile_for_sm90():
     assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
-                   "_attend_kernel g=4": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok"}, res
+                   "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok"}, res
 
 
 def test_compiled_variants_reads_each_specialisation():

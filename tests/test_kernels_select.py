@@ -130,6 +130,44 @@ def test_filter_keeps_few_candidates_that_hold_the_kth(select_path):
         assert int((scores[row] >= t).sum()) == count[row]
 
 
+def _order_keys(x):
+    """The kernels' order keys (_order_key) of fp32 values, as int64 in [0, 2**32)."""
+    bits = x.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    return torch.where((bits >> 31) != 0, ~bits & 0xFFFFFFFF, bits | 0x80000000)
+
+
+@pytest.mark.parametrize("sure", [False, True])
+@pytest.mark.parametrize("joint", [True, False])
+def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch, sure, joint):
+    """THRESH[row, 0] is the rank-th largest sampled key's top 16 bits (the rest cleared) and
+    THRESH[row, 1] the rank_sure-th's rounded up to the next 16-bit step (0xFFFFFFFF without
+    the sure threshold), hand-computed here from the sample; both searches in shared rounds
+    or one after the other. Ties at the ranks, mixed signs, +inf in the sample."""
+    if select_path != "filter":
+        pytest.skip("filter's own thresholds only")
+    monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
+    monkeypatch.setattr(sparq_module, "JOINT_THRESHOLDS", joint)
+    rows, S, k, n = 4, 8000, 2000, 256
+    scores = torch.randn(rows, S, device=DEV)
+    scores[1] = torch.randint(-3, 4, (S,), device=DEV).float() / 8  # few values: ties at both ranks
+    scores[2] = -scores[2].abs()  # all negative
+    scores[3, ::40] = float("inf")  # forced positions sampled (stride 31: some of them)
+    ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=n)
+    assert (0 < ws.rank_sure < ws.rank) if sure else ws.rank_sure == 0
+    sparq_module.filter_candidates(scores, ws)
+    got = ws.thresh.to(torch.int64).cpu() & 0xFFFFFFFF
+    key16 = _order_keys(scores[:, : n * ws.sample_stride : ws.sample_stride].cpu()) >> 16
+    desc = key16.sort(-1, descending=True).values
+    assert torch.equal(got[:, 0], desc[:, ws.rank - 1] << 16)
+    if sure:
+        h = desc[:, ws.rank_sure - 1]
+        want = torch.where(h >= 0xFFFF, torch.full_like(h, 0xFFFFFFFF), (h + 1) << 16)
+    else:
+        want = torch.full((rows,), 0xFFFFFFFF, dtype=torch.int64)
+    assert torch.equal(got[:, 1], want)
+    assert len(set(desc[1].tolist())) <= 7  # the tied row has few keys
+
+
 @pytest.mark.parametrize("S,k,sure,kind,branch", [(32768, 2048, False, "normal", True), (16384, 128, False, "normal", True),
                                                  (32768, 8192, True, "normal", True),
                                                  (32768, 2048, False, "softmax sums", True),
