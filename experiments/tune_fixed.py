@@ -76,11 +76,12 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # it, the filter's one element a thread, the cap, and 5 attend stages; after it, the threshold
 # kernel's two searches in shared rounds (the default) or one after the other, and the attend's
 # 5 stages where the rows are few and a program gathers 2 tiles or more (the default), 1 or more,
-# or never;
+# or never, and the score's narrow tiles (g > 1) of 512 positions and its programs of 8 warps;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
-STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_STAGES_FEW_MIN_BLOCKS": 1}, {"ATTEND_STAGES_FEW": 3}]
+STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_STAGES_FEW_MIN_BLOCKS": 1}, {"ATTEND_STAGES_FEW": 3},
+                                   {"BLOCK_S_NARROW": 512}, {"SCORE_WARPS": 8}]
 ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
