@@ -108,13 +108,6 @@ ATTEND_STAGES_FEW_MAX_D = 128
 # more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4).
 # The cost model counts the launches from the same number.
 FUSED_MERGE_MAX_G = SparqImpl.merge_in_attend_max_g
-# g > 1 heads a group, at most ONE_PASS_MAX_G of them, and at most ONE_PASS_MAX_ROWS rows (B x
-# H_kv): the score in one pass over K^T (PASS 3), each head's logits written (4g B a position,
-# not 4) and summed by the selection's filter (which reads them and writes the scores), for
-# the two passes' second read of K^T and its launch (the cost model takes the same rule)
-ONE_PASS_MAX_G = SparqImpl.gqa_one_pass_max_g
-ONE_PASS_MAX_ROWS = SparqImpl.gqa_one_pass_max_rows
-ONE_PASS_SCORE = None  # None: that rule; True / False: always (g > 1) / never (tuning)
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -143,14 +136,6 @@ def attend_stages(G: int, rows: int, d: int, blocks: int) -> int:
     few = bool(waves_for(rows, num_sms(), False, True, G > 1))
     deep = few and blocks >= ATTEND_STAGES_FEW_MIN_BLOCKS and d <= ATTEND_STAGES_FEW_MAX_D
     return ATTEND_STAGES_FEW if deep else ATTEND_STAGES
-
-
-def one_pass_score(G: int, rows: int) -> bool:
-    if G == 1:
-        return False
-    if ONE_PASS_SCORE is not None:
-        return ONE_PASS_SCORE
-    return bool(SparqImpl.one_pass(G, rows, ONE_PASS_MAX_G, ONE_PASS_MAX_ROWS))
 
 
 def fused_merge(G: int) -> bool:
@@ -226,32 +211,6 @@ def _store_sample(dst, score, pos, valid, s_stride, n_sample):
 
 
 @triton.jit
-def _group_stats(M_PART, L_PART, stat_row, gm, n_chunks, NCP: tl.constexpr):
-    """Each head's softmax statistics merged over the score's chunks (log2 domain): its
-    maximum logit and 1 / its sum of exp2(logit - maximum); 0 and 0 where a head is padding."""
-    offs_c = tl.arange(0, NCP)
-    cm = gm[:, None] & (offs_c[None, :] < n_chunks)
-    mc = tl.load(M_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=-float("inf"))
-    lc = tl.load(L_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=0.0)
-    m_tot = tl.max(mc, 1)
-    m_tot = tl.where(gm, m_tot, 0.0)
-    l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
-    return m_tot, tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
-
-
-@triton.jit
-def _store_group_stats(M_PART, L_PART, GSTAT, row, n_chunks, G: tl.constexpr, GP: tl.constexpr, NCP: tl.constexpr):
-    """_group_stats of a row's G heads stored at GSTAT[row] (maxima, then inverse sums), then
-    a barrier: the program's threads read them back as scalars."""
-    offs_g = tl.arange(0, GP)
-    gm = offs_g < G
-    m_tot, inv_l = _group_stats(M_PART, L_PART, (row * G + offs_g) * n_chunks, gm, n_chunks, NCP)
-    tl.store(GSTAT + row * 2 * GP + offs_g, m_tot)
-    tl.store(GSTAT + row * 2 * GP + GP + offs_g, inv_l)
-    tl.debug_barrier()
-
-
-@triton.jit
 def _score_kernel(
     Q, KT, SCORES, SAMPLE, QM, INV_TAU, I1, M_PART, L_PART,
     S, S_load, chunk, n_chunks, l_window, r, s_stride, n_sample,
@@ -261,8 +220,7 @@ def _score_kernel(
     RP: tl.constexpr,  # r rounded up to a power of two >= 16 (a tl.dot dimension)
     BLOCK_S: tl.constexpr,
     NCP: tl.constexpr,  # chunks rounded up to a power of two (statistics merge, pass 2)
-    PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat;
-    # 3: statistics and each head's logits (g > 1, one pass): SCORES [rows, G, S], SAMPLE [rows, G, n_sample]
+    PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
     TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
     FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
     UPCAST: tl.constexpr,
@@ -291,7 +249,14 @@ def _score_kernel(
     scale = inv_tau * 1.4426950408889634  # log2 domain
     stat_row = (b * HKV * G + hq) * n_chunks  # [GP]
     if PASS == 2:
-        m_tot, inv_l = _group_stats(M_PART, L_PART, stat_row, gm, n_chunks, NCP)
+        offs_c = tl.arange(0, NCP)
+        cm = gm[:, None] & (offs_c[None, :] < n_chunks)
+        mc = tl.load(M_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=-float("inf"))
+        lc = tl.load(L_PART + stat_row[:, None] + offs_c[None, :], mask=cm, other=0.0)
+        m_tot = tl.max(mc, 1)
+        m_tot = tl.where(gm, m_tot, 0.0)
+        l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
+        inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
     kt_base = KT + b * sTb + h * sTh + i1[:, None].to(tl.int64) * sTd  # [RP, 1]
     start = chunk_id * chunk
     end = tl.minimum(start + chunk, S)
@@ -323,12 +288,7 @@ def _score_kernel(
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
             _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
-        if PASS == 3:  # the group sum waits for the statistics: the selection's threshold and filter take it
-            lm = gm[:, None] & nm[None, :]
-            head = pid * G + offs_g[:, None]
-            tl.store(SCORES + head * S + pos[None, :], z, mask=lm)
-            _store_sample(SAMPLE + head * n_sample, z, pos[None, :], lm, s_stride, n_sample)
-        if PASS == 1 or PASS == 3:
+        if PASS == 1:
             zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(zm, 1))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(zm - m_new[:, None]), 1)
@@ -452,10 +412,8 @@ def _bit_length(x):
 
 
 @triton.jit
-def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure,
-                      M_PART, L_PART, GSTAT, n_chunks, S, l_window, s_stride,
-                      NS: tl.constexpr, NB_LOG2: tl.constexpr, JOINT: tl.constexpr,
-                      GROUP: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, NCP: tl.constexpr, PDL: tl.constexpr):
+def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
+                      JOINT: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
     SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
     sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
@@ -470,26 +428,14 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure,
     2**NB_LOG2 bins of (key - threshold) >> shift; else equal in score (a threshold near
     or below zero spans every small exponent), the bins per unit of score (0 where not
     finite: every finite key in the first bin, +inf and NaN in the last). JOINT: the two
-    searches in the same rounds (_kth_largest_two), else one after the other. GROUP (the score
-    in one pass, g > 1): SRC holds each head's sampled logits, [rows, G, n]; the row's heads'
-    statistics are merged from the score's chunks (M_PART, L_PART) and stored at GSTAT[row]
-    (maxima, then inverse sums: GP each) for the filter, and the sample is their group sum
-    (step 5's s_hat, +inf at the l_window newest of S positions). THRESH[row] =
+    searches in the same rounds (_kth_largest_two), else one after the other. THRESH[row] =
     (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
     grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, NS)
     in_sample = i < n
-    if GROUP:
-        _store_group_stats(M_PART, L_PART, GSTAT, row, n_chunks, G, GP, NCP)
-        x = tl.zeros([NS], tl.float32)
-        for g in tl.static_range(G):  # one head's sampled logits at a time: a [NS] tile, not [GP, NS]
-            z = tl.load(SRC + (row * G + g) * n + i, mask=in_sample, other=0.0)
-            x += tl.exp2(z - tl.load(GSTAT + row * 2 * GP + g)) * tl.load(GSTAT + row * 2 * GP + GP + g)
-        x = tl.where(i * s_stride >= S - l_window, float("inf"), x)
-    else:
-        x = tl.load(SRC + row * row_stride + i.to(tl.int64) * stride, mask=in_sample, other=0.0)
-    sample = tl.where(in_sample, _order_key(x), 0)
+    sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride,
+                                                     mask=in_sample, other=0.0)), 0)
     key16 = sample >> 16
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     top = tl.max(tl.where(sample < 0xFF800000, sample, 0), 0)  # the largest finite key (+inf: forced positions)
@@ -527,9 +473,8 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure,
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, LOGITS, GSTAT, l_window,
-                   BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
-                   SCALAR_LOADS: tl.constexpr, GROUP: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
+                   HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, SCALAR_LOADS: tl.constexpr,
                    PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
@@ -539,28 +484,14 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, LOGI
     histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
     compiled out). With PDL the tile's scores (written two launches back or more: by the score
     kernel, or before the threshold kernel) are loaded before the wait for the threshold
-    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read).
-    GROUP (the score in one pass, g > 1): the tile's scores are the group sums of its G heads'
-    logits LOGITS [rows, G, S] under the statistics the threshold kernel stored (GSTAT), +inf
-    at the l_window newest positions, and are stored to SCORES (the pick's fallback reads them)."""
+    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read)."""
     row = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     if SCALAR_LOADS:
         pos = tl.max_contiguous(pos, 1)
-    if GROUP:
-        offs_g = tl.arange(0, GP)
-        lm = (offs_g < G)[:, None] & valid[None, :]
-        z = tl.load(LOGITS + (row * G + offs_g[:, None]) * S + pos[None, :], mask=lm, other=0.0, cache_modifier=".cg")
-        grid_wait(PDL)
-        m_g = tl.load(GSTAT + row * 2 * GP + offs_g)
-        inv_g = tl.load(GSTAT + row * 2 * GP + GP + offs_g)
-        x = tl.sum(tl.exp2(z - m_g[:, None]) * inv_g[:, None], 0)  # padding heads: inverse sum 0
-        x = tl.where(pos >= S - l_window, float("inf"), x)
-        tl.store(SCORES + row * S + pos, x, mask=valid)
-    else:
-        x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
-        grid_wait(PDL)
+    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
+    grid_wait(PDL)
     t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
     key = _order_key(x)
     take = valid & (key >= t_lo)
@@ -889,18 +820,6 @@ def _attend_kernel(
                           G, D, DP, SP, MIX)
 
 
-class GroupSum:
-    """Where the score runs in one pass (g > 1): each head's logits [rows, G, S] and sampled
-    logits [rows, G, n_sample] (log2 domain), the score's per-chunk statistics, and room for
-    each row's merged statistics; the selection's threshold and filter take the group sum."""
-
-    def __init__(self, logits, sample, m_stat, l_stat, n_chunks: int, G: int, l: int):
-        self.logits, self.sample, self.m_stat, self.l_stat = logits, sample, m_stat, l_stat
-        self.n_chunks, self.G, self.l = n_chunks, G, l
-        self.gp = triton.next_power_of_2(G)
-        self.stat = torch.empty((logits.shape[0], 2 * self.gp), dtype=torch.float32, device=logits.device)
-
-
 class SparqState:
     """Buffers of one SparQ step for a (q shape, cache, S, r, k): reusable, CUDA-graph safe."""
 
@@ -930,8 +849,6 @@ class SparqState:
         self.attend_stages = attend_stages(self.G, rows, d, triton.cdiv(self.chunk_k, self.block_k))
         f32 = torch.float32
         self.scores = torch.empty((B, Hkv, S), dtype=f32, device=dev)
-        self.one_pass = one_pass_score(self.G, rows)
-        self.group = None
         self.qm = torch.empty((B, Hq, d), dtype=q.dtype, device=dev)
         self.inv_tau = torch.empty((B, Hq), dtype=f32, device=dev)
         self.rp = max(16, triton.next_power_of_2(r))  # top-r slots (a tl.dot needs 16 rows at least)
@@ -940,10 +857,6 @@ class SparqState:
         self.l_stat = torch.empty((B, Hq, self.n_chunks), dtype=f32, device=dev)
         self.idx = torch.empty((B, Hkv, k), dtype=torch.int32, device=dev)
         self.sel = FilterWorkspace(rows, S, k, dev)
-        if self.one_pass:
-            self.group = GroupSum(torch.empty((rows, self.G, S), dtype=f32, device=dev),
-                                  torch.empty((rows, self.G, self.sel.n_sample), dtype=f32, device=dev),
-                                  self.m_stat, self.l_stat, self.n_chunks, self.G, l)
         self.o_part = torch.empty((B, Hq, self.n_splits, d), dtype=f32, device=dev)
         self.m_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
         self.l_part = torch.empty((B, Hq, self.n_splits), dtype=f32, device=dev)
@@ -971,9 +884,7 @@ def kt_load_end(KT, S: int) -> int:
 
 
 def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
-    """Steps 1-5's ranking score: fills state.scores [B, H_kv, S] (fp32) and statistics; where
-    the score runs in one pass (state.one_pass), each head's logits (state.group), which
-    sparq_select sums into state.scores."""
+    """Steps 1-5's ranking score: fills state.scores [B, H_kv, S] (fp32) and statistics."""
     check_q(q, cache)
     KT = cache.KT
     Hkv = cache.n_kv_heads
@@ -993,9 +904,6 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
-    elif state.one_pass:  # each head's logits and sample (args: scores and sample replaced)
-        g = state.group
-        _score_kernel[grid](*args[:2], g.logits, g.sample, *args[4:], PASS=3, FMA=False, **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, **common)
@@ -1180,45 +1088,32 @@ def _one_scan_warps(warps: int) -> bool:
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
-def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, group: GroupSum | None = None):
+def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold
     and below its sure threshold, ws.n_sure[row] = keys at or above the sure threshold (the
     first k of their positions written to out [rows, k]). sampled: ws.sample already holds
-    each row's sample (sparq_score wrote it). group: the scores are the group sums of the
-    heads' logits there (sparq_score's one pass), which the filter writes to scores."""
+    each row's sample (sparq_score wrote it)."""
     rows = ws.count.numel()
     if out is None:
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    if group is None:
-        stats = (ws.thresh, ws.thresh, ws.thresh, 1, ws.S, 0, ws.sample_stride)  # not read
-        consts = dict(GROUP=False, G=1, GP=1, NCP=1)
-        logits, l_window = ws.thresh, 0
-    else:
-        src = group.sample
-        stats = (group.m_stat, group.l_stat, group.stat, group.n_chunks, ws.S, group.l, ws.sample_stride)
-        consts = dict(GROUP=True, G=group.G, GP=group.gp, NCP=pow2_bucket(group.n_chunks))
-        logits, l_window = group.logits, group.l
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, *stats, NS=ns,
-                               NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS, **consts,
+    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
+                               NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
                                num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
                                **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
-                                                       ws.S, ws.k, ws.cap, logits, stats[2], l_window,
-                                                       BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
+                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
-                                                       SCALAR_LOADS=FILTER_SCALAR_LOADS,
-                                                       GROUP=consts["GROUP"], G=consts["G"], GP=consts["GP"],
-                                                       num_warps=FILTER_WARPS, **max_regs(FILTER_MAXNREG), **pdl_args())
+                                                       SCALAR_LOADS=FILTER_SCALAR_LOADS, num_warps=FILTER_WARPS,
+                                                       **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
-                 sampled=False, group: GroupSum | None = None):
+                 sampled=False):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
-    sampled: ws.sample already holds each row's sample (as sparq_score writes it). group:
-    the scores are to be summed from the heads' logits there first (filter_candidates)."""
+    sampled: ws.sample already holds each row's sample (as sparq_score writes it)."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -1231,7 +1126,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    filter_candidates(scores, ws, sampled, out, group)
+    filter_candidates(scores, ws, sampled, out)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
@@ -1243,7 +1138,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True, group=state.group)
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=None, num_stages=None):

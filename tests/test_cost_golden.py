@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from sparq_perf import phases as P
-from sparq_perf import select_plan as plan
 from sparq_perf.cost import paper
 from sparq_perf.cost.attention import SparqImpl, attention_costs
 from sparq_perf.hardware import get_profile
@@ -142,13 +141,12 @@ def test_sparq_phase_bytes_by_hand():
 def test_gqa_shares_score_and_gather_traffic_across_the_group():
     mha = Workload(1, 8192, 32, 32, 128, 16, 512, 0, 2.0, 2.0)
     gqa = Workload(1, 8192, 32, 8, 128, 16, 512, 0, 2.0, 2.0)
-    one_pass = SparqImpl(gqa_score_passes=1, gqa_one_pass_max_rows=0)  # one pass, the group summed in it
+    one_pass = SparqImpl(gqa_score_passes=1)
     cm, cg = attention_costs("sparq", mha, one_pass), attention_costs("sparq", gqa, one_pass)
     # one i1 and one i2 per KV head: K^T rows and gathered K/V rows scale with H_kv, not H
     assert cg[P.SPARQ_SCORE].reads["K_r_columns"] * 4 == cm[P.SPARQ_SCORE].reads["K_r_columns"]
-    # our kernel reads the r rows twice under GQA (per-head softmax statistics first) where
-    # the rows are many (here: none are few enough for one pass)
-    two = attention_costs("sparq", gqa, SparqImpl(gqa_one_pass_max_rows=0))[P.SPARQ_SCORE].reads["K_r_columns"]
+    # our kernel reads the r rows twice under GQA (per-head softmax statistics first)
+    two = attention_costs("sparq", gqa)[P.SPARQ_SCORE].reads["K_r_columns"]
     assert two == 2 * cg[P.SPARQ_SCORE].reads["K_r_columns"]
     assert cg[P.SPARQ_ATTEND].reads["K_rows"] * 4 == cm[P.SPARQ_ATTEND].reads["K_rows"]
     # one head per group: the attend's last program merges (one launch); g = 4: a merge launch
@@ -157,26 +155,6 @@ def test_gqa_shares_score_and_gather_traffic_across_the_group():
     assert cg[P.SPARQ_SCORE].reads["q"] == cm[P.SPARQ_SCORE].reads["q"]
     # but scores are summed over the group: one score row per KV head
     assert cg[P.SPARQ_SCORE].writes["scores"] * 4 == cm[P.SPARQ_SCORE].writes["scores"]
-
-
-def test_gqa_score_in_one_pass_where_the_rows_are_few():
-    """g = 4, B = 1, H_kv = 8 (8 rows <= 128), S = 8192, r = 16: the score reads the r rows of
-    K^T once, 8 * 8192 * 16 * 2 B = 2 MiB, and writes each head's fp32 logits, 8 * 8192 * 4 * 4 B
-    = 1 MiB; the selection reads them back and writes the summed scores, 8 * 8192 * 4 B =
-    256 KiB; the sample 4 heads' keys. At 256 rows (B = 32): two passes, 2 * 64 MiB of K^T
-    rows, and the scores (8 MiB) written once and read once."""
-    few = attention_costs("sparq", Workload(1, 8192, 32, 8, 128, 16, 512, 0, 2.0, 2.0))
-    many = attention_costs("sparq", Workload(32, 8192, 32, 8, 128, 16, 512, 0, 2.0, 2.0))
-    sc, se = few[P.SPARQ_SCORE], few[P.SPARQ_SELECT]
-    assert sc.reads["K_r_columns"] == 2**21 and sc.writes["scores"] == 2**20
-    assert se.reads["scores"] == 2**20 and se.writes["scores"] == 2**18
-    assert sc.writes["sample"] == se.reads["sample"] == 4 * 8 * plan.sample_size(8192) * 4
-    sc, se = many[P.SPARQ_SCORE], many[P.SPARQ_SELECT]
-    assert sc.reads["K_r_columns"] == 2 * 2**26 and sc.writes["scores"] == se.reads["scores"] == 2**23
-    assert "scores" not in se.writes and se.reads["sample"] == 256 * plan.sample_size(8192) * 4
-    # g = 16 (above ONE_PASS_MAX_G = 8) keeps two passes at 2 rows too
-    wide = attention_costs("sparq", Workload(1, 8192, 32, 2, 128, 16, 512, 0, 2.0, 2.0))
-    assert wide[P.SPARQ_SCORE].reads["K_r_columns"] == 2 * 2 * 8192 * 16 * 2
 
 
 def test_full_r_and_k_costs_at_least_dense():

@@ -109,39 +109,6 @@ def test_sparq_score_paths_match_reference(B, Hq, Hkv, S, d, dtype, topr_kernel,
     test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, True)
 
 
-@pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[1], SHAPES[2], SHAPES[3]])  # g = 4, 8; d = 256
-@pytest.mark.parametrize("one_pass", [True, False])
-def test_gqa_score_in_one_pass_or_two_matches_reference(B, Hq, Hkv, S, d, dtype, one_pass, monkeypatch):
-    """The GQA score in one pass (each head's logits written, the selection's threshold and
-    filter summing the group) or in two (statistics, then the group sums): each against the
-    reference; and both give the same ranking scores on the same inputs."""
-    from sparq_perf.kernels import sparq as sparq_kernels
-
-    monkeypatch.setattr(sparq_kernels, "ONE_PASS_SCORE", one_pass)
-    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
-    st = SparqState(q, cache, 16, S // 6, 4)
-    assert st.one_pass == one_pass and (st.group is not None) == one_pass
-    test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, True)
-    runs = {}
-    for mode in (True, False):
-        monkeypatch.setattr(sparq_kernels, "ONE_PASS_SCORE", mode)
-        st = poisoned_state(q, cache, 16, S // 6, 4)
-        sparq_decode(q, cache, r=16, k=S // 6, l=4, state=st)
-        runs[mode] = st.scores.clone(), st
-    assert not runs[True][0].isnan().any()
-    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=0)
-    # the one pass's threshold, from the group sums of the sampled logits: the rank-th largest
-    # sampled score, its low 16 bits cleared (at most 2**-7 of it below)
-    scores, st = runs[True]
-    ws = st.sel
-    sample = scores.reshape(-1, S)[:, : ws.n_sample * ws.sample_stride : ws.sample_stride]
-    want = sample.sort(-1, descending=True).values[:, ws.rank - 1].cpu()
-    t = ws.thresh[:, 0].cpu().to(torch.int64) & 0xFFFFFFFF
-    got = torch.where(t >> 31 != 0, t & 0x7FFFFFFF, ~t & 0xFFFFFFFF).to(torch.int32).view(torch.float32)
-    finite = want.isfinite()
-    assert ((got <= want) & (got >= want * (1 - 2**-7)))[finite].all(), (got, want)
-
-
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1]])  # one head per group; g = 4
 @pytest.mark.parametrize("max_g", [0, 8])
 def test_attend_merge_paths_match_reference(B, Hq, Hkv, S, d, dtype, max_g, monkeypatch):
@@ -414,26 +381,17 @@ def test_dense_grid_is_whole_waves(monkeypatch):
         assert DenseWorkspace(q, cache).n_splits == want, (B, Hkv, S)
 
 
-@pytest.mark.parametrize("Hq,Hkv,S,l,one_pass", [(4, 4, 5000, 0, False), (8, 2, 4500, 7, False), (8, 2, 4500, 7, True)])
-def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l, one_pass, monkeypatch):
-    """sparq_score stores each row's sample (the scores at every stride-th position; in one
-    pass, each head's logits there) as it computes them; the selection's threshold reads it
-    there and still picks the top k. One head per group; g = 4 with a window, in two passes or one."""
-    from sparq_perf.kernels import sparq as sparq_kernels
-
-    monkeypatch.setattr(sparq_kernels, "ONE_PASS_SCORE", one_pass)
+@pytest.mark.parametrize("Hq,Hkv,S,l", [(4, 4, 5000, 0), (8, 2, 4500, 7)])  # one head per group; g = 4 with a window
+def test_score_writes_the_threshold_sample_the_selection_reads(Hq, Hkv, S, l):
+    """sparq_score stores each row's sample (the scores at every stride-th position) as it
+    computes them; the selection's threshold reads it there and still picks the top k."""
     q, _, _, cache = make(1, Hq, Hkv, S, 64, torch.bfloat16)
     st = poisoned_state(q, cache, 8, 300, l)
     st.sel.sample.fill_(float("nan"))
+    sparq_score(q, cache, st)
     n, stride = st.sel.n_sample, st.sel.sample_stride
     assert n < S and stride == S // n
-    if one_pass:
-        st.group.sample.fill_(float("nan"))
-        sparq_score(q, cache, st)
-        assert torch.equal(st.group.sample, st.group.logits[..., : n * stride : stride])
-    else:
-        sparq_score(q, cache, st)
-        assert torch.equal(st.sel.sample, st.scores.reshape(-1, S)[:, : n * stride : stride])
+    assert torch.equal(st.sel.sample, st.scores.reshape(-1, S)[:, : n * stride : stride])
     sparq_select(st)
     want = torch.topk(st.scores, 300, dim=-1).values.min(-1, keepdim=True).values
     chosen = torch.gather(st.scores, -1, st.idx.long())

@@ -27,18 +27,14 @@ except ImportError:
     print(json.dumps({"skip": "this triton has no ASTSource/GPUTarget"})); sys.exit()
 from sparq_perf.kernels import dense as dn, sparq as sp
 I32 = "*i32"
-THRESH_SIG = {"SRC": "*fp32", "THRESH": I32, **dict.fromkeys(("M_PART", "L_PART", "GSTAT"), "*fp32"),
-              **dict.fromkeys(("row_stride", "stride", "n", "rank", "rank_sure", "n_chunks", "S", "l_window", "s_stride"), "i32"),
-              **dict.fromkeys(("NS", "NB_LOG2", "JOINT", "GROUP", "G", "GP", "NCP"), "constexpr")}
-FILTER_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
-              "LOGITS": "*fp32", "GSTAT": "*fp32", **dict.fromkeys(("S", "k", "cap", "l_window"), "i32"),
-              **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "GROUP", "G", "GP"), "constexpr")}
-CASES = []
-for G in (1, 4):  # the scores; the group sum of 4 heads' logits (the score in one pass)
-    group = dict(GROUP=G > 1, G=G, GP=G)
-    CASES += [("_threshold_kernel", THRESH_SIG, {"NS": 8192, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS, **group, "NCP": 64}, 16),
-              ("_filter_kernel", FILTER_SIG, {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True,
-                                              "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS, **group}, 1)]
+CASES = [
+    ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
+                           "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr", "JOINT": "constexpr"},
+     {"NS": 8192, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, 16),
+    ("_filter_kernel", {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")},
+     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS}, 1),
+]
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
             **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")}
@@ -55,7 +51,7 @@ SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCOR
              "I1": I32, **dict.fromkeys(("S", "S_load", "chunk", "n_chunks", "l_window", "r", "s_stride", "n_sample", "sQb", "sQh",
                                          "sTb", "sTh", "sTd", "sMb", "sMh", "HKV"), "i32"),
              **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "UPCAST"), "constexpr")}
-for G, PASS, FMA, BS in ((1, 0, True, 512), (4, 2, False, 256), (4, 3, False, 256)):  # one head; the group sum; one pass
+for G, PASS, FMA, BS in ((1, 0, True, 512), (4, 2, False, 256)):  # one head per group; the group sum
     CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
                                                     TOPR_GIVEN=True, FMA=FMA, UPCAST=False), 4))
 # SparQ attend with the merge by its last split program (one head; g = 4), and dense
@@ -129,7 +125,7 @@ for name, sig, consts, warps in CASES:
         continue
     ptx = k.asm["ptx"]
     stack = spilled_bytes(k.asm.get("cubin"))
-    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (" group" if consts.get("GROUP") else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
+    name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
         " few rows' stages" if "MIX" in consts and stages != sp.ATTEND_STAGES else "") + (
         f" NB={consts['NB']}" if "TIES" in consts else "")
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
@@ -154,10 +150,9 @@ def test_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_threshold_kernel group": "ok",
-                   "_filter_kernel group": "ok", "_pick_kernel NB=1024": "ok",
-                   "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok", "_score_kernel pass 0": "ok",
-                   "_score_kernel pass 2": "ok", "_score_kernel pass 3": "ok", "_attend_kernel g=1": "ok",
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel NB=1024": "ok",
+                   "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
+                   "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok"}, res
 
 

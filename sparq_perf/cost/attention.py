@@ -45,12 +45,6 @@ class SparqImpl:
     # the threshold reads it there instead of a sector per key from the scores
     sample_in_score: bool = True
     gqa_score_passes: int = 2  # g > 1: per-head softmax statistics first, then the group sum
-    # ... but one pass where g <= gqa_one_pass_max_g and the rows (B x H_kv) are at most
-    # gqa_one_pass_max_rows: each head's fp32 logits written (4g B a position, not 4 of scores),
-    # the selection's filter reading them, summing the group and writing the scores (the
-    # kernels' ONE_PASS_MAX_G, ONE_PASS_MAX_ROWS)
-    gqa_one_pass_max_g: int = 8
-    gqa_one_pass_max_rows: int = 128
     k_transposed: bool = True
     sector_bytes: int = 32
     score_launches: int = 1
@@ -68,16 +62,6 @@ class SparqImpl:
     # ... and there at most this many blocks a program (more splits where k is long; inf:
     # no cap, the kernels' ATTEND_MAX_BLOCKS_FEW, measured and not taken)
     attend_max_blocks_few: float = float("inf")
-
-
-    @staticmethod
-    def one_pass(g, rows, max_g, max_rows):
-        """Whether the score of `rows` rows of g heads a group runs in one pass (see above)."""
-        g = np.asarray(g)
-        return (g > 1) & (g <= max_g) & (np.asarray(rows) <= max_rows)
-
-    def score_one_pass(self, g, rows):
-        return self.one_pass(g, rows, self.gqa_one_pass_max_g, self.gqa_one_pass_max_rows)
 
 
 @dataclass(frozen=True)
@@ -120,34 +104,32 @@ def sparq_score_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Steps 1-3 (and the group sum of step 5): top-r of |q|, scores from r rows of K^T."""
     n, d, e, a, g = _pairs(w), w.d_head, w.kv_bytes, w.act_bytes, w.group_size
     S, r = np.asarray(w.seq_len, np.float64), np.asarray(w.r, np.float64)
-    one = impl.score_one_pass(g, n) & impl.scores_in_memory & impl.select_filter
-    passes = np.where(one | (g == 1), 1, impl.gqa_score_passes)
+    passes = 1 if w.group_size == 1 else impl.gqa_score_passes
     if impl.k_transposed:
         k_bytes = n * S * r * e * passes
     else:  # r scattered elements of each S-major row, a sector each, at most the whole row
         k_bytes = n * S * np.minimum(r * impl.sector_bytes, d * e)
     reads = {"q": n * g * d * a, "K_r_columns": k_bytes}
     writes = {"softmax_stats": n * g * 2 * STAT_BYTES}
-    writes.update(score_writes(n, S, impl, np.where(one, g, 1)))
+    writes.update(score_writes(n, S, impl))
     flops = n * g * S * (2.0 * r + SOFTMAX_FLOPS_PER_SCORE) + n * S * g
     return PhaseCost(P.SPARQ_SCORE, reads, writes, flops, impl.score_launches)
 
 
-def score_writes(n, positions, impl, heads=1) -> dict:
+def score_writes(n, positions, impl) -> dict:
     """What a scoring kernel stores for the selection: the fp32 scores, and with our filter
-    selection (impl.sample_in_score) each row's sample too, 4 B per sampled key; `heads`
-    values a position (each head's logits where the selection takes the group sum)."""
+    selection (impl.sample_in_score) each row's sample too, 4 B per sampled key."""
     if not impl.scores_in_memory:
         return {}
     positions = np.asarray(positions, np.float64)
-    out = {"scores": n * positions * STAT_BYTES * heads}
+    out = {"scores": n * positions * STAT_BYTES}
     if impl.select_filter and impl.sample_in_score:
         m = plan.sample_size(positions)
-        out["sample"] = n * np.where(m < positions, m * STAT_BYTES, 0.0) * heads
+        out["sample"] = n * np.where(m < positions, m * STAT_BYTES, 0.0)
     return out
 
 
-def select_cost(name, n, positions, chosen, impl, heads=1) -> PhaseCost:
+def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     """Top-`chosen` of `positions` fp32 scores for each of n rows; int32 indices written.
 
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
@@ -162,24 +144,18 @@ def select_cost(name, n, positions, chosen, impl, heads=1) -> PhaseCost:
     histogram's bins are not counted there: with them the held-out select error at H200
     f23ebbc was 13.5 / 31.3 % (median / p90), without 8.4 / 27.3. The filter is a program per tile of FILTER_BLOCK scores, each counting, scanning
     and appending its tile (twice with a sure threshold: for the candidates and the sure
-    keys): its grid. Otherwise one ideal pass in one launch. heads > 1: the filter reads that
-    many fp32 logits a position (and the sample that many a key), sums them and writes the
-    scores."""
+    keys): its grid. Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * chosen * INDEX_BYTES}
     if not (impl.select_filter and impl.scores_in_memory):
         return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
-    heads = np.asarray(heads, np.float64)
-    reads["scores"] = reads["scores"] * heads
-    if np.any(heads > 1):
-        writes["scores"] = n * positions * STAT_BYTES * (heads > 1)
     m = plan.sample_size(positions)
     sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
     c = plan.picked_from(positions, chosen, m, sure)
     slots = plan.pick_slots_held(positions, chosen, m, sure)
     per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
-    reads["sample"] = n * np.where(m < positions, m * per_key, 0.0) * heads
+    reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     bins = plan.pick_bins(positions)
     reads["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
     reads["histogram"] = n * bins * STAT_BYTES
@@ -194,9 +170,7 @@ def select_cost(name, n, positions, chosen, impl, heads=1) -> PhaseCost:
 
 def sparq_select_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
     """Step 5: the k largest group-summed scores (l most recent forced in)."""
-    n, g = _pairs(w), w.group_size
-    one = impl.score_one_pass(g, n) & impl.scores_in_memory & impl.select_filter
-    return select_cost(P.SPARQ_SELECT, n, w.seq_len, np.asarray(w.k, np.float64), impl, np.where(one, g, 1))
+    return select_cost(P.SPARQ_SELECT, _pairs(w), w.seq_len, np.asarray(w.k, np.float64), impl)
 
 
 def sparq_attend_cost(w: Workload, impl: SparqImpl = SparqImpl()) -> PhaseCost:
