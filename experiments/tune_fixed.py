@@ -51,7 +51,7 @@ DENSE_GRID = [(True, 1.0, 128)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
-               (64, 4096, 32), (16, 32768, 32)]
+               (64, 4096, 32), (16, 32768, 32), (16, 32768, 8)]
 # The run at 043170c timed the pick by bins against the bisection pick (since removed); at
 # b16b0db the filter's tiles of 1024, 2048 (then the default) and 4096 keys, its warps, two
 # tiles a program (since removed), the threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
@@ -73,16 +73,18 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # below 5, one tile in flight) and 4 waves of its programs where the rows are few: none taken;
 # at b95876e the filter's and the pick's tiles loaded as vectors or one element a thread (the
 # pick's taken), and the attend with a cap of 8 blocks a program where few (not taken); after
-# it, the filter's one element a thread, the cap, and 5 attend stages; after it, the threshold
-# kernel's two searches in shared rounds (the default) or one after the other, and the attend's
-# 5 stages where the rows are few and a program gathers 2 tiles or more (the default), 1 or more,
-# or never, and the score's narrow tiles (g > 1) of 512 positions and its programs of 8 warps;
+# it, the filter's one element a thread, the cap, and 5 attend stages; at 69946ca, the threshold
+# kernel's two searches in shared rounds (taken) or one after the other, the attend's 5 stages
+# where the rows are few and a program gathers 2 tiles or more (taken), 1 or more, or never, and
+# the GQA score in one pass at up to 128 rows (each head's logits summed by the filter; since
+# reverted) or two; after it, with 5 stages, the attend's 4 waves and caps of 8 and 4 blocks a
+# program where the rows are few, and the score's 4 waves where they are many;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
-STEP_VARIANTS = SELECT_VARIANTS + [{"ATTEND_STAGES_FEW_MIN_BLOCKS": 1}, {"ATTEND_STAGES_FEW": 3},
-                                   {"BLOCK_S_NARROW": 512}, {"SCORE_WARPS": 8}]
-ALL_VARIANTS = STEP_VARIANTS + PDL_VARIANTS[1:]
+STEP_VARIANTS = [{}, {"ATTEND_STAGES_FEW": 3}, {"ATTEND_WAVES_FEW": 4.0}, {"ATTEND_MAX_BLOCKS_FEW": 8.0},
+                 {"ATTEND_MAX_BLOCKS_FEW": 4.0}, {"SCORE_WAVES": 4.0}]
+ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
 PDL_ALL = False  # --pdl-variants

@@ -99,7 +99,8 @@ ATTEND_STAGES = 3
 # H200 (reports/kernels/tune_fixed_3b37989.json, _b95876e.json; attend us at 3 -> 5 stages):
 # B=1 S=128k (15 tiles a program) 50.7 -> 45.9, GQA B=4 S=32k (4) 18.1 -> 16.0, B=1 S=32k (4)
 # 16.1 -> 16.1; one tile a program loses the deeper prologue (B=1 S=8k 7.6 -> 8.5, GQA B=1 S=32k
-# 8.7 -> 9.8) and many rows the occupancy (MHA B=16 S=32k, 512 rows: 140.4 -> 146.0)
+# 8.7 -> 9.8) and many rows the occupancy (MHA B=16 S=32k, 512 rows: 140.4 -> 146.0). With the
+# rule (tune_fixed_69946ca.json, 3 -> 5 stages): B=1 S=128k 50.5 -> 45.5, GQA B=4 17.6 -> 15.9
 ATTEND_STAGES_FEW = 5
 ATTEND_STAGES_FEW_MIN_BLOCKS = 2
 ATTEND_STAGES_FEW_MAX_D = 128
@@ -932,7 +933,10 @@ PICK_KEYS_PER_THREAD_FEW = 16
 PICK_MIN_WARPS = 4
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 # where the sure threshold is used, its search and the lower threshold's share each round's
-# block reduction (8 reductions of 16-bit keys, not 16 one search after the other)
+# block reduction (8 reductions of 16-bit keys, not 16 one search after the other). H200
+# (reports/kernels/tune_fixed_69946ca.json), selection alone, us: 32 x 32k k=2048 17.7 -> 16.5,
+# 32 x 128k 60.2 -> 58.7, 132 x 32k 35.2 -> 33.9; without a sure threshold (512 rows and more)
+# the same
 JOINT_THRESHOLDS = True
 THRESH_MIN_WARPS = 4
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
