@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 
-from . import phases as P
 from .errors import UserError
 
 EXIT_USAGE = 2

@@ -20,7 +20,7 @@ from .cost.layer import layer_costs, prefill_cost, step_costs
 from .errors import UserError, closest
 from .estimate import Estimate, estimate
 from .hardware import Hardware
-from .memory import kv_bytes_per_sequence, kv_terms_per_sequence, max_batch, weight_bytes
+from .memory import kv_bytes_per_sequence, max_batch, weight_bytes
 from .models import Model
 from .units import dtype_bytes
 from .workload import Workload, settings_for_compression, validate

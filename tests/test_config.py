@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from sparq_perf.errors import UserError
-from sparq_perf.hardware import builtin_profiles, get_profile, load_profile_file, parse_profile
+from sparq_perf.hardware import builtin_profiles, get_profile, load_profile_file
 from sparq_perf.models import builtin_models, get_model
 
 REQUIRED = ["a100-40gb-sxm", "a100-80gb-sxm", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h200", "l4", "a10g",

@@ -17,10 +17,10 @@ import pytest  # conftest.py has set TRITON_INTERPRET (the interpreter unless se
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from sparq_perf.kernels import KVCache, append, dense_attention, sparq_decode  # noqa: E402
+from sparq_perf.kernels import KVCache, append, sparq_decode  # noqa: E402
 from sparq_perf.kernels.reference import dense_reference, sparq_approx_scores, sparq_reference, sparq_selection_scores  # noqa: E402
 from sparq_perf.kernels.runners import phase_runners  # noqa: E402
-from sparq_perf.kernels.sparq import SparqState, sparq_attend, sparq_score, sparq_select  # noqa: E402
+from sparq_perf.kernels.sparq import SparqState, sparq_score, sparq_select  # noqa: E402
 
 INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"

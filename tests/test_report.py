@@ -6,7 +6,6 @@ import math
 import re
 import shutil
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
