@@ -443,15 +443,17 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     if rank_sure > 0:
         if JOINT:
             t, h = _kth_largest_two(key16, rank, rank_sure, 16)
-        else:
-            t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16)
+            t = t << 16
+            launch_next(PDL)
+        else:  # the next kernel let launch once the lower threshold is known, as before the joint rounds
+            t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
+            launch_next(PDL)
             h = _kth_largest(key16, rank_sure, tl.zeros([], tl.uint32), 16)
-        t = t << 16
         t_sure = tl.where(h >= 0xFFFF, t_sure, (h + 1) << 16)  # above that key: its top 16 bits rounded up
         top = tl.minimum(top, t_sure)
     else:
         t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
-    launch_next(PDL)
+        launch_next(PDL)
     tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
     tl.store(THRESH + 4 * row + 1, t_sure.to(tl.int32, bitcast=True))
     x_lo = _key_value(t)
