@@ -78,7 +78,9 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # where the rows are few and a program gathers 2 tiles or more (taken), 1 or more, or never, and
 # the GQA score in one pass at up to 128 rows (each head's logits summed by the filter; since
 # reverted) or two; at e310ef1, with 5 stages, the attend's 4 waves and caps of 8 and 4 blocks a
-# program where the rows are few, and the score's 4 waves where they are many (none taken);
+# program where the rows are few, and the score's 4 waves where they are many (none taken); at
+# 3855a2a the selection's joint thresholds against the earlier code (the next kernel let launch
+# after the lower threshold's search);
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
