@@ -51,7 +51,7 @@ DENSE_GRID = [(True, 1.0, 128)]
 SELECT_SHAPES = [(32, 8192, 512), (32, 32768, 2048), (32, 32768, 128), (32, 131072, 8192), (8, 32768, 2048),
                  (132, 32768, 2048), (512, 4096, 256), (2048, 16384, 1024), (2048, 16384, 128)]
 STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4, 32768, 8), (8, 16384, 32),
-               (64, 4096, 32), (16, 32768, 32), (16, 32768, 8)]
+               (64, 4096, 32), (16, 32768, 32), (16, 32768, 8), (64, 8192, 8)]
 # The run at 043170c timed the pick by bins against the bisection pick (since removed); at
 # b16b0db the filter's tiles of 1024, 2048 (then the default) and 4096 keys, its warps, two
 # tiles a program (since removed), the threshold's warps; at f23ebbc tiles of 512 keys. From c61d870: every kernel launched with
@@ -80,12 +80,16 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # reverted) or two; at e310ef1, with 5 stages, the attend's 4 waves and caps of 8 and 4 blocks a
 # program where the rows are few, and the score's 4 waves where they are many (none taken); at
 # 3855a2a the selection's joint thresholds against the earlier code (the next kernel let launch
-# after the lower threshold's search);
+# after the lower threshold's search); then L2 between the passes over a row: the
+# GQA score's second pass over its chunks last first, the K^T loads of its first pass kept
+# (evict_last) and of the last pass evicted first, and the filter's tiles against the order the
+# score wrote them;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
-STEP_VARIANTS = [{}, {"ATTEND_STAGES_FEW": 3}, {"ATTEND_WAVES_FEW": 4.0}, {"ATTEND_MAX_BLOCKS_FEW": 8.0},
-                 {"ATTEND_MAX_BLOCKS_FEW": 4.0}, {"SCORE_WAVES": 4.0}]
+_EVICT = {"SCORE_FIRST_PASS_EVICT": "evict_last", "SCORE_LAST_PASS_EVICT": "evict_first"}
+STEP_VARIANTS = [{}, {"SCORE_SECOND_PASS_REVERSED": True}, {"SCORE_SECOND_PASS_REVERSED": True, **_EVICT},
+                 {"FILTER_AGAINST_SCORE": True}, {"SCORE_SECOND_PASS_REVERSED": True, "FILTER_AGAINST_SCORE": True, **_EVICT}]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

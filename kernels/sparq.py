@@ -109,6 +109,17 @@ ATTEND_STAGES_FEW_MAX_D = 128
 # more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4).
 # The cost model counts the launches from the same number.
 FUSED_MERGE_MAX_G = SparqImpl.merge_in_attend_max_g
+# L2 between the passes over a row. g > 1: the score's second pass visits the chunks in the
+# reverse of the first pass's order, so that it starts on the r rows of K^T the first read
+# last (still in L2) rather than on those it read first (evicted the longest ago); the K^T
+# loads of the first pass / of the last (g == 1: the only) pass under these L2 eviction
+# policies ("": the default; "evict_last": kept for the second pass; "evict_first": read
+# once, leaving L2 to what the next kernel reads); and the selection's filter visits its
+# tiles in the reverse of the order the score's last pass wrote them (FILTER_AGAINST_SCORE)
+SCORE_SECOND_PASS_REVERSED = False
+SCORE_FIRST_PASS_EVICT = ""
+SCORE_LAST_PASS_EVICT = ""
+FILTER_AGAINST_SCORE = False
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -141,6 +152,12 @@ def attend_stages(G: int, rows: int, d: int, blocks: int) -> int:
 
 def fused_merge(G: int) -> bool:
     return G <= FUSED_MERGE_MAX_G
+
+
+def filter_reversed(G: int) -> bool:
+    """Whether the filter after the score visits its tiles last first (FILTER_AGAINST_SCORE:
+    against the order the score's last pass wrote them)."""
+    return FILTER_AGAINST_SCORE and not (G > 1 and SCORE_SECOND_PASS_REVERSED)
 
 
 def topr_kernel(G: int, rows: int) -> bool:
@@ -224,12 +241,16 @@ def _score_kernel(
     PASS: tl.constexpr,  # 0: logits + statistics (g == 1); 1: statistics only; 2: group-summed s_hat
     TOPR_GIVEN: tl.constexpr,  # steps 1-2 done by _topr_kernel (I1, INV_TAU) rather than here
     FMA: tl.constexpr,  # g == 1: logits as r multiply-adds per position, not a 16-row tl.dot
+    REVERSED: tl.constexpr,  # chunks in the reverse of the grid's order (the last first)
+    KT_EVICT: tl.constexpr,  # the K^T loads' L2 eviction policy ("": the default)
     UPCAST: tl.constexpr,
     PDL: tl.constexpr,
 ):
     grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     chunk_id = tl.program_id(1)
+    if REVERSED:
+        chunk_id = n_chunks - 1 - chunk_id
     b = pid // HKV
     h = pid % HKV
     offs_g = tl.arange(0, GP)
@@ -273,7 +294,8 @@ def _score_kernel(
         pos = n0 + offs_s
         nm = pos < end
         # masked at S_load (a multiple of 16 when the rows have room): 16-byte loads
-        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & (pos < S_load)[None, :], other=0.0)  # [RP, BLOCK_S]
+        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & (pos < S_load)[None, :], other=0.0,
+                     eviction_policy=KT_EVICT)  # [RP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
         if FMA:  # the one head's logits, [BLOCK_S]
             score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
@@ -478,7 +500,7 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 @triton.jit
 def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
                    HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, SCALAR_LOADS: tl.constexpr,
-                   PDL: tl.constexpr):
+                   REVERSED: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -487,9 +509,13 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
     histogram HIST[row] (_bin_of). HAS_SURE False: no sure threshold (its count and writes
     compiled out). With PDL the tile's scores (written two launches back or more: by the score
     kernel, or before the threshold kernel) are loaded before the wait for the threshold
-    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read)."""
+    kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read).
+    REVERSED: the tiles in the reverse of the grid's order (the last first)."""
     row = tl.program_id(0).to(tl.int64)
-    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    tile = tl.program_id(1)
+    if REVERSED:
+        tile = tl.num_programs(1) - 1 - tile
+    pos = tile * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
     if SCALAR_LOADS:
         pos = tl.max_contiguous(pos, 1)
@@ -906,10 +932,11 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=state.fma, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_LAST_PASS_EVICT, **common)
     else:
-        _score_kernel[grid](*args, PASS=1, FMA=False, **common)
-        _score_kernel[grid](*args, PASS=2, FMA=False, **common)
+        _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
+        _score_kernel[grid](*args, PASS=2, FMA=False, REVERSED=SCORE_SECOND_PASS_REVERSED,
+                            KT_EVICT=SCORE_LAST_PASS_EVICT, **common)
     return state.scores
 
 
@@ -1094,11 +1121,11 @@ def _one_scan_warps(warps: int) -> bool:
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
-def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
+def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reverse=False):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold
     and below its sure threshold, ws.n_sure[row] = keys at or above the sure threshold (the
     first k of their positions written to out [rows, k]). sampled: ws.sample already holds
-    each row's sample (sparq_score wrote it)."""
+    each row's sample (sparq_score wrote it). reverse: the filter's tiles last first."""
     rows = ws.count.numel()
     if out is None:
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
@@ -1111,15 +1138,17 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None):
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
                                                        ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
-                                                       SCALAR_LOADS=FILTER_SCALAR_LOADS, num_warps=FILTER_WARPS,
+                                                       SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
+                                                       num_warps=FILTER_WARPS,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 
 
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
-                 sampled=False):
+                 sampled=False, reverse=False):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
-    sampled: ws.sample already holds each row's sample (as sparq_score writes it)."""
+    sampled: ws.sample already holds each row's sample (as sparq_score writes it).
+    reverse: the filter reads the tiles of each row last first."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")
     S = scores.shape[-1]
@@ -1132,7 +1161,7 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
         ws = FilterWorkspace(rows, S, k, scores.device)
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
-    filter_candidates(scores, ws, sampled, out)
+    filter_candidates(scores, ws, sampled, out, reverse)
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
@@ -1144,7 +1173,8 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
-    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True)
+    return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True,
+                        reverse=filter_reversed(state.G))
 
 
 def sparq_attend(q, cache: KVCache, state: SparqState, mix_mean=True, num_warps=None, num_stages=None):

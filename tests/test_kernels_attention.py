@@ -109,6 +109,33 @@ def test_sparq_score_paths_match_reference(B, Hq, Hkv, S, d, dtype, topr_kernel,
     test_sparq_matches_reference(B, Hq, Hkv, S, d, dtype, True)
 
 
+@pytest.mark.parametrize("Hq,Hkv", [(4, 4), (8, 2)])  # one head per group (one pass); g = 4 (two)
+@pytest.mark.parametrize("first,last", [("evict_last", "evict_first"), ("", "")])
+def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last, monkeypatch):
+    """The second pass's chunks last first, the filter's tiles against the score's order and
+    the K^T loads' L2 policies: the same scores, bit for bit, every chunk written (poisoned
+    first), and the step against the reference."""
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    B, S, d, dtype = 1, 2500, 64, torch.bfloat16
+    q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
+    st = poisoned_state(q, cache, 8, 150, 3)
+    assert st.n_chunks > 1  # chunks to reorder
+    want = sparq_score(q, cache, st).clone()
+    monkeypatch.setattr(sparq_kernels, "SCORE_SECOND_PASS_REVERSED", True)
+    monkeypatch.setattr(sparq_kernels, "FILTER_AGAINST_SCORE", True)
+    monkeypatch.setattr(sparq_kernels, "SCORE_FIRST_PASS_EVICT", first)
+    monkeypatch.setattr(sparq_kernels, "SCORE_LAST_PASS_EVICT", last)
+    assert sparq_kernels.filter_reversed(Hq // Hkv) == (Hq == Hkv)  # against a forward last pass only
+    st.scores.fill_(float("nan"))
+    assert torch.equal(sparq_score(q, cache, st), want)
+    out = sparq_decode(q, cache, r=8, k=150, l=3, state=st)
+    ref, _ = sparq_reference(q.double(), k.double(), v.double(), cache.v_bar.double(), 8, 150, 3, True, i2=st.idx)
+    assert rel_err(out, ref) < TOL[dtype]
+    got = torch.gather(st.scores, -1, st.idx.long()).sort(-1).values
+    assert torch.equal(got, torch.topk(st.scores, 150, dim=-1).values.sort(-1).values)
+
+
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1]])  # one head per group; g = 4
 @pytest.mark.parametrize("max_g", [0, 8])
 def test_attend_merge_paths_match_reference(B, Hq, Hkv, S, d, dtype, max_g, monkeypatch):

@@ -32,8 +32,9 @@ CASES = [
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr", "JOINT": "constexpr"},
      {"NS": 8192, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, 16),
     ("_filter_kernel", {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")},
-     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS}, 1),
+                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "REVERSED"), "constexpr")},
+     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS,
+      "REVERSED": True}, 1),
 ]
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
@@ -50,10 +51,13 @@ CASES += [
 SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCORES", "SAMPLE", "INV_TAU", "M_PART", "L_PART"), "*fp32"),
              "I1": I32, **dict.fromkeys(("S", "S_load", "chunk", "n_chunks", "l_window", "r", "s_stride", "n_sample", "sQb", "sQh",
                                          "sTb", "sTh", "sTd", "sMb", "sMh", "HKV"), "i32"),
-             **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "UPCAST"), "constexpr")}
-for G, PASS, FMA, BS in ((1, 0, True, 512), (4, 2, False, 256)):  # one head per group; the group sum
+             **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "REVERSED", "KT_EVICT",
+                              "UPCAST"), "constexpr")}
+# one head per group; the group sum, its chunks last first and its K^T loads evicted first
+for G, PASS, FMA, BS, REV, EVICT in ((1, 0, True, 512, False, ""), (4, 2, False, 256, True, "evict_first")):
     CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
-                                                    TOPR_GIVEN=True, FMA=FMA, UPCAST=False), 4))
+                                                    TOPR_GIVEN=True, FMA=FMA, REVERSED=REV, KT_EVICT=EVICT,
+                                                    UPCAST=False), 4))
 # SparQ attend with the merge by its last split program (one head; g = 4), and dense
 SPLIT_SIG = {**dict.fromkeys(("Q", "QM", "K", "V", "OUT"), "*bf16"), "IDX": I32, "COUNT": I32,
              **dict.fromkeys(("INV_TAU", "M_STAT", "L_STAT", "O_PART", "M_PART", "L_PART", "A_PART", "VBAR"), "*fp32"),
@@ -131,6 +135,8 @@ for name, sig, consts, warps in CASES:
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
+    if consts.get("KT_EVICT"):  # the K^T loads carry the L2 policy asked for
+        out["score eviction hint"] = "ok" if f"L2::{consts['KT_EVICT']}" in ptx else "no L2 policy in the loads"
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
@@ -153,7 +159,8 @@ def test_kernels_compile_for_sm90():
     assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
-                   "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok"}, res
+                   "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok",
+                   "score eviction hint": "ok"}, res
 
 
 def test_compiled_variants_reads_each_specialisation():

@@ -82,6 +82,17 @@ def test_random_scores(rows, S, k):
     check(torch.randn(rows, S, device=DEV) * 3, k)
 
 
+def test_filter_tiles_last_first():
+    """The filter's tiles in the reverse of the grid's order: the same top k."""
+    scores = torch.randn(3, 2500, device=DEV)
+    for k in (1, 200):
+        out = torch.full((3, k), -1, dtype=torch.int32, device=DEV)
+        topk_indices(scores, k, out=out, reverse=True)
+        got = torch.gather(scores, -1, out.long()).sort(-1).values
+        assert torch.equal(got, torch.topk(scores, k, dim=-1).values.sort(-1).values)
+        assert all(len(set(row.tolist())) == k for row in out.cpu())
+
+
 def test_negative_and_mixed_sign():
     s = -torch.rand(2, 777, device=DEV)  # all negative: the bit order flips
     check(s, 50)
