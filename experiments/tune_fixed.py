@@ -87,9 +87,11 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
-_EVICT = {"SCORE_FIRST_PASS_EVICT": "evict_last", "SCORE_LAST_PASS_EVICT": "evict_first"}
-STEP_VARIANTS = [{}, {"SCORE_SECOND_PASS_REVERSED": True}, {"SCORE_SECOND_PASS_REVERSED": True, **_EVICT},
-                 {"FILTER_AGAINST_SCORE": True}, {"SCORE_SECOND_PASS_REVERSED": True, "FILTER_AGAINST_SCORE": True, **_EVICT}]
+# (at ed17d79 with the rule's switches off: the GQA second pass reversed, evict_last / evict_first
+# on its passes, the filter against the score, each and together; g == 1's taken)
+STEP_VARIANTS = [{}, {"SCORE_ONE_PASS_EVICT": "", "FILTER_AGAINST_SCORE": False},
+                 {"SCORE_ONE_PASS_EVICT": "evict_first", "FILTER_AGAINST_SCORE": False},
+                 {"SCORE_SECOND_PASS_EVICT": "evict_first"}, {"SCORE_FIRST_PASS_EVICT": "evict_last"}]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

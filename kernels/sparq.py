@@ -14,7 +14,8 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
                over r rows of K^T.
              The last l positions get +inf (forced into the top k). The final scores at
              every stride-th position also go to a contiguous sample per row, which the
-             selection's threshold reads.
+             selection's threshold reads. With one pass, K^T is loaded evict-first, so
+             the scores stay in L2 for the filter, which reads them last written first.
 sparq_select exact top-k in three launches, for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
@@ -109,17 +110,22 @@ ATTEND_STAGES_FEW_MAX_D = 128
 # more than the launch (H100 step: MHA B=16 S=32k 792.6 -> 779.1 us; GQA B=1 60.5 -> 62.4).
 # The cost model counts the launches from the same number.
 FUSED_MERGE_MAX_G = SparqImpl.merge_in_attend_max_g
-# L2 between the passes over a row. g > 1: the score's second pass visits the chunks in the
-# reverse of the first pass's order, so that it starts on the r rows of K^T the first read
-# last (still in L2) rather than on those it read first (evicted the longest ago); the K^T
-# loads of the first pass / of the last (g == 1: the only) pass under these L2 eviction
-# policies ("": the default; "evict_last": kept for the second pass; "evict_first": read
-# once, leaving L2 to what the next kernel reads); and the selection's filter visits its
-# tiles in the reverse of the order the score's last pass wrote them (FILTER_AGAINST_SCORE)
+# L2 between the kernels of a step. g == 1: the score's K^T loads (read once) evicted first
+# (SCORE_ONE_PASS_EVICT), so the scores it writes stay in L2, and the filter visits its tiles
+# in the reverse of the order the score wrote them (FILTER_AGAINST_SCORE), the last written
+# first. H200 (reports/kernels/tune_fixed_ed17d79.json, step us, both against neither): B=1
+# S=8k 32.3 -> 29.7, 32k 52.9 -> 49.9, 128k 155.0 -> 153.3, B=8 S=16k 127.0 -> 123.9, B=64 S=4k
+# 252.0 -> 248.9, B=16 S=32k 381.1 -> 379.3 (the score alone slower: B=1 S=32k 11.5 -> 15.2; the
+# selection after it faster by more). g > 1, the two passes: the second over its chunks in the
+# reverse of the first's order (SCORE_SECOND_PASS_REVERSED: to start on the rows of K^T the
+# first read last), the first's and the second's K^T loads under these policies ("": the
+# default; "evict_last": kept for the second pass); there the same tuning ran within 1 % of the
+# default at B=1-16 and 1.5-4 % slower at GQA B=4 and B=64 S=8k: none of it taken
+SCORE_ONE_PASS_EVICT = "evict_first"
 SCORE_SECOND_PASS_REVERSED = False
 SCORE_FIRST_PASS_EVICT = ""
-SCORE_LAST_PASS_EVICT = ""
-FILTER_AGAINST_SCORE = False
+SCORE_SECOND_PASS_EVICT = ""
+FILTER_AGAINST_SCORE = True
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -155,9 +161,9 @@ def fused_merge(G: int) -> bool:
 
 
 def filter_reversed(G: int) -> bool:
-    """Whether the filter after the score visits its tiles last first (FILTER_AGAINST_SCORE:
-    against the order the score's last pass wrote them)."""
-    return FILTER_AGAINST_SCORE and not (G > 1 and SCORE_SECOND_PASS_REVERSED)
+    """Whether the filter after the score visits its tiles last first: where one pass
+    wrote the scores in the grid's order and FILTER_AGAINST_SCORE (g > 1: never)."""
+    return FILTER_AGAINST_SCORE and G == 1
 
 
 def topr_kernel(G: int, rows: int) -> bool:
@@ -932,11 +938,11 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_LAST_PASS_EVICT, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT, **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, REVERSED=SCORE_SECOND_PASS_REVERSED,
-                            KT_EVICT=SCORE_LAST_PASS_EVICT, **common)
+                            KT_EVICT=SCORE_SECOND_PASS_EVICT, **common)
     return state.scores
 
 

@@ -121,11 +121,16 @@ def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last
     q, k, v, cache = make(B, Hq, Hkv, S, d, dtype)
     st = poisoned_state(q, cache, 8, 150, 3)
     assert st.n_chunks > 1  # chunks to reorder
+    for name in ("SCORE_SECOND_PASS_REVERSED", "FILTER_AGAINST_SCORE"):
+        monkeypatch.setattr(sparq_kernels, name, False)
+    for name in ("SCORE_ONE_PASS_EVICT", "SCORE_FIRST_PASS_EVICT", "SCORE_SECOND_PASS_EVICT"):
+        monkeypatch.setattr(sparq_kernels, name, "")
     want = sparq_score(q, cache, st).clone()
     monkeypatch.setattr(sparq_kernels, "SCORE_SECOND_PASS_REVERSED", True)
     monkeypatch.setattr(sparq_kernels, "FILTER_AGAINST_SCORE", True)
     monkeypatch.setattr(sparq_kernels, "SCORE_FIRST_PASS_EVICT", first)
-    monkeypatch.setattr(sparq_kernels, "SCORE_LAST_PASS_EVICT", last)
+    monkeypatch.setattr(sparq_kernels, "SCORE_SECOND_PASS_EVICT", last)
+    monkeypatch.setattr(sparq_kernels, "SCORE_ONE_PASS_EVICT", last)
     assert sparq_kernels.filter_reversed(Hq // Hkv) == (Hq == Hkv)  # against a forward last pass only
     st.scores.fill_(float("nan"))
     assert torch.equal(sparq_score(q, cache, st), want)

@@ -54,7 +54,7 @@ SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCOR
              **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "REVERSED", "KT_EVICT",
                               "UPCAST"), "constexpr")}
 # one head per group; the group sum, its chunks last first and its K^T loads evicted first
-for G, PASS, FMA, BS, REV, EVICT in ((1, 0, True, 512, False, ""), (4, 2, False, 256, True, "evict_first")):
+for G, PASS, FMA, BS, REV, EVICT in ((1, 0, True, 512, False, sp.SCORE_ONE_PASS_EVICT), (4, 2, False, 256, True, "evict_last")):
     CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
                                                     TOPR_GIVEN=True, FMA=FMA, REVERSED=REV, KT_EVICT=EVICT,
                                                     UPCAST=False), 4))
@@ -136,7 +136,8 @@ for name, sig, consts, warps in CASES:
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
     if consts.get("KT_EVICT"):  # the K^T loads carry the L2 policy asked for
-        out["score eviction hint"] = "ok" if f"L2::{consts['KT_EVICT']}" in ptx else "no L2 policy in the loads"
+        out[f"score pass {consts['PASS']} eviction hint"] = ("ok" if f"L2::{consts['KT_EVICT']}" in ptx
+                                                             else "no L2 policy in the loads")
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
@@ -160,7 +161,7 @@ def test_kernels_compile_for_sm90():
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok",
-                   "score eviction hint": "ok"}, res
+                   **{f"score pass {p} eviction hint": "ok" for p in (0, 2)}}, res
 
 
 def test_compiled_variants_reads_each_specialisation():
