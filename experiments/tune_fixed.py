@@ -83,15 +83,17 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # after the lower threshold's search); then L2 between the passes over a row: the
 # GQA score's second pass over its chunks last first, the K^T loads of its first pass kept
 # (evict_last) and of the last pass evicted first, and the filter's tiles against the order the
-# score wrote them;
+# score wrote them; then the thresholds found by the filter's programs up to 32, 128 and 512 rows;
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
-SELECT_VARIANTS = [{}, {"JOINT_THRESHOLDS": False}]
+# (at 3855a2a: the joint thresholds against one search after the other)
+_IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
+SELECT_VARIANTS = [{}] + _IN_FILTER
 # (at ed17d79 and a9f44b5: the GQA second pass reversed, evict_last / evict_first on its
 # passes, the filter against the score, each and together, one query a cache set; then, with
 # the queries rotated, g == 1's eviction and filter order each and together)
-STEP_VARIANTS = [{}, {"SCORE_ONE_PASS_EVICT": "", "FILTER_AGAINST_SCORE": False}, {"SCORE_ONE_PASS_EVICT": ""},
-                 {"FILTER_AGAINST_SCORE": False}]
+# (at bb39f97: g == 1's eviction and filter order, each and together: taken together)
+STEP_VARIANTS = [{}] + _IN_FILTER
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

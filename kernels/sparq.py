@@ -461,6 +461,24 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
     grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
+    t, t_sure, x_lo, w = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL)
+    _store_thresholds(THRESH + 4 * row, t, t_sure, x_lo, w)
+
+
+@triton.jit
+def _store_thresholds(THRESH_ROW, t, t_sure, x_lo, w):
+    tl.store(THRESH_ROW, t.to(tl.int32, bitcast=True))
+    tl.store(THRESH_ROW + 1, t_sure.to(tl.int32, bitcast=True))
+    tl.store(THRESH_ROW + 2, x_lo.to(tl.int32, bitcast=True))
+    tl.store(THRESH_ROW + 3, w)
+
+
+@triton.jit
+def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
+                    JOINT: tl.constexpr, PDL: tl.constexpr):
+    """_threshold_kernel's work for one row: (threshold, sure threshold) as order keys, the
+    threshold's score and the bins' shift or bins per unit (int32 bits). PDL: the next kernel
+    let launch once the threshold is known (0: not here)."""
     i = tl.arange(0, NS)
     in_sample = i < n
     sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride,
@@ -482,14 +500,11 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     else:
         t = _kth_largest(key16, rank, tl.zeros([], tl.uint32), 16) << 16
         launch_next(PDL)
-    tl.store(THRESH + 4 * row, t.to(tl.int32, bitcast=True))
-    tl.store(THRESH + 4 * row + 1, t_sure.to(tl.int32, bitcast=True))
     x_lo = _key_value(t)
     scale = ((1 << NB_LOG2) - 1) / (_key_value(top) - x_lo)
     scale = tl.where((scale > 0) & (scale < float("inf")) & (x_lo > float("-inf")), scale, 0.0)
     shift = _bit_length(tl.where(top > t, top - t, 0) >> NB_LOG2)
-    tl.store(THRESH + 4 * row + 2, x_lo.to(tl.int32, bitcast=True))
-    tl.store(THRESH + 4 * row + 3, tl.where(x_lo > 0, shift, scale.to(tl.int32, bitcast=True)))
+    return t, t_sure, x_lo, tl.where(x_lo > 0, shift, scale.to(tl.int32, bitcast=True))
 
 
 # Tiles whose keys are then stored scattered (the candidates, positions) are loaded one
@@ -504,9 +519,12 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
 
 
 @triton.jit
-def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOCK: tl.constexpr,
-                   HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr, SCALAR_LOADS: tl.constexpr,
-                   REVERSED: tl.constexpr, PDL: tl.constexpr):
+def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
+                   SRC, row_stride, stride, n, rank, rank_sure,  # the sample, as _threshold_kernel's (HERE)
+                   BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
+                   SCALAR_LOADS: tl.constexpr, REVERSED: tl.constexpr,
+                   HERE: tl.constexpr, NS: tl.constexpr, NB_LOG2: tl.constexpr, JOINT: tl.constexpr,
+                   PDL: tl.constexpr):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -516,7 +534,11 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
     compiled out). With PDL the tile's scores (written two launches back or more: by the score
     kernel, or before the threshold kernel) are loaded before the wait for the threshold
     kernel, at L2 (.cg: no line of them an earlier kernel left in this SM's L1 is read).
-    REVERSED: the tiles in the reverse of the grid's order (the last first)."""
+    REVERSED: the tiles in the reverse of the grid's order (the last first). HERE: no
+    threshold kernel before it; each program finds the row's thresholds from its sample itself
+    (_row_thresholds: the same for every program of the row), and the row's first tile's
+    stores them in THRESH for the pick; then the scores are loaded after the wait (the
+    kernel before wrote them)."""
     row = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     if REVERSED:
@@ -525,13 +547,21 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap, BLOC
     valid = pos < S
     if SCALAR_LOADS:
         pos = tl.max_contiguous(pos, 1)
-    x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
-    grid_wait(PDL)
-    t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
+    if HERE:
+        grid_wait(PDL)
+        x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
+        t_lo, t_sure, x_lo, w = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS, NB_LOG2, JOINT,
+                                                0)
+        if tile == 0:
+            _store_thresholds(THRESH + 4 * row, t_lo, t_sure, x_lo, w)
+    else:
+        x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
+        grid_wait(PDL)
+        t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
+        t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
     key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
-        t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
         sure = valid & (key >= t_sure)
         n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
@@ -974,6 +1004,12 @@ THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 # the same
 JOINT_THRESHOLDS = True
 THRESH_MIN_WARPS = 4
+# the thresholds found by every program of the filter instead of a launch of their own, where
+# the rows are at most THRESHOLD_IN_FILTER_MAX_ROWS (select_plan, so the cost model counts the
+# launches alike): the same search, redone by each of a row's filter programs, one launch and
+# its wait fewer. None: that rule; True / False: always / never (tests, tuning)
+THRESHOLD_IN_FILTER = None
+THRESHOLD_IN_FILTER_MAX_ROWS = plan.THRESHOLD_IN_FILTER_MAX_ROWS
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
 # the pick reads its candidates in one tile of all its slots where it runs at most
 # PICK_ONESHOT_MAX_WARPS warps (None: never) and the rows are at most
@@ -1016,6 +1052,14 @@ PICK_SCALAR_LOADS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)
 BIN_BRANCH = True
+
+
+def threshold_in_filter(rows: int) -> bool:
+    """Whether the filter programs find their rows' thresholds themselves (select_plan's rule:
+    at most THRESHOLD_IN_FILTER_MAX_ROWS rows; None: that rule, True / False: always / never)."""
+    if THRESHOLD_IN_FILTER is not None:
+        return THRESHOLD_IN_FILTER
+    return bool(plan.threshold_in_filter(rows, THRESHOLD_IN_FILTER_MAX_ROWS))
 
 
 def pick_bins(S: int) -> int:
@@ -1069,7 +1113,14 @@ class FilterWorkspace:
         self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
-        self.block = FILTER_BLOCK
+        # the thresholds found by every filter program where the rows are few (no threshold
+        # launch): its programs then hold the sample too, THRESH_KEYS_PER_THREAD keys a thread,
+        # and as many scores a thread of their tile
+        self.threshold_in_filter = threshold_in_filter(rows)
+        self.filter_warps = FILTER_WARPS
+        if self.threshold_in_filter:
+            self.filter_warps = max(FILTER_WARPS, int(plan.threshold_in_filter_warps(self.n_sample)))
+        self.block = FILTER_BLOCK * self.filter_warps // FILTER_WARPS
         self.thresh = torch.empty((rows, 4), dtype=torch.int32, device=device)  # thresholds, bins' origin, scale
         self.bins = pick_bins(S)
         self.hist = torch.zeros((rows, self.bins), dtype=torch.int32, device=device)  # reset by the pick
@@ -1137,15 +1188,19 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, NS=ns,
-                               NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
-                               num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
-                               **row_kernel_pdl("threshold", rows))
+    sample = dict(NS=ns, NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS)
+    if not ws.threshold_in_filter:
+        _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, **sample,
+                                   num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
+                                   **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
-                                                       ws.S, ws.k, ws.cap, BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
+                                                       ws.S, ws.k, ws.cap,
+                                                       src, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure,
+                                                       BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
                                                        SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
-                                                       num_warps=FILTER_WARPS,
+                                                       HERE=ws.threshold_in_filter, **sample,
+                                                       num_warps=ws.filter_warps,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count
 

@@ -23,6 +23,23 @@ SAMPLE_SIGMAS = 6.0
 # S=4k 69.8 -> 66.2, B=1 S=128k 59.6 -> 54.5, B=1 S=32k 16.0 -> 16.1; alone 2048 x 16k 208.7
 # -> 186.7 (256 keys in one warp: 243.4, twice the programs; 512 in two warps 201.3)
 FILTER_BLOCK = 512
+# where a selection has at most this many rows, its filter programs find the thresholds from
+# the sample themselves (no threshold launch); they then run in as many warps as hold the
+# sample at THRESHOLD_KEYS_PER_THREAD keys a thread (1 to 16), on tiles of FILTER_BLOCK
+# scores a warp
+THRESHOLD_IN_FILTER_MAX_ROWS = 0
+THRESHOLD_KEYS_PER_THREAD = 16
+
+
+def threshold_in_filter(rows, max_rows=None):
+    """Whether the filter programs of a selection of `rows` rows find the thresholds themselves."""
+    return np.asarray(rows) <= (THRESHOLD_IN_FILTER_MAX_ROWS if max_rows is None else max_rows)
+
+
+def threshold_in_filter_warps(n_sample):
+    """Warps of the filter programs that hold a sample of n_sample keys (threshold_in_filter)."""
+    ns = _pow2(n_sample)
+    return np.clip(ns // (32 * THRESHOLD_KEYS_PER_THREAD), 1, 16).astype(np.int64)
 # the pick's histogram: a bin for every PICK_BINS_PER_KEYS keys of the row, a power of two in
 # [PICK_BINS_MIN, PICK_BINS_MAX] (about 10 keys in the bin of the k-th largest at k = S/16
 # on normal scores, where the sample's span from the threshold up fills the bins)

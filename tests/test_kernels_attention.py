@@ -12,6 +12,8 @@ bf16 operands land between 1e-3 and 1e-2).
 """
 import os
 
+import numpy as np
+
 import pytest  # conftest.py has set TRITON_INTERPRET (the interpreter unless set) before triton loads
 
 torch = pytest.importorskip("torch")
@@ -363,6 +365,32 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.slots == select_plan.pick_slots_held(S, k, ws.n_sample, ws.sure)
         assert ws.cap == select_plan.pick_room(S, k, ws.n_sample, ws.sure, select_plan.SAMPLE_SIGMAS)
         assert ws.block == select_plan.FILTER_BLOCK
+
+
+@pytest.mark.parametrize("max_rows", [0, 64])
+def test_cost_model_counts_the_filters_thresholds_as_the_kernels(max_rows, monkeypatch):
+    """Where the filter finds the thresholds (few rows), the cost model counts one launch
+    fewer and the filter's larger tiles, as the kernels' workspace has them."""
+    from sparq_perf import select_plan
+    from sparq_perf.cost.attention import SparqImpl, select_cost
+    from sparq_perf.kernels import sparq as sparq_kernels
+
+    monkeypatch.setattr(select_plan, "THRESHOLD_IN_FILTER_MAX_ROWS", max_rows)
+    monkeypatch.setattr(sparq_kernels, "THRESHOLD_IN_FILTER_MAX_ROWS", max_rows)
+    for rows, S, k in [(8, 32768, 2048), (64, 8192, 512), (65, 8192, 512), (32, 131072, 8192), (16, 4096, 256)]:
+        ws = sparq_kernels.FilterWorkspace(rows, S, k, "cpu")
+        assert ws.threshold_in_filter == (rows <= max_rows)
+        cost = select_cost("select", np.float64(rows), S, k, SparqImpl())
+        assert cost.launches == 3 - ws.threshold_in_filter
+        (grid,) = cost.grids
+        assert float(grid.block) == ws.block
+        assert ws.block == select_plan.FILTER_BLOCK * ws.filter_warps
+        if ws.threshold_in_filter:  # the sample at 16 keys a thread
+            assert ws.filter_warps == min(16, max(1, triton_pow2(ws.n_sample) // 512))
+
+
+def triton_pow2(n):
+    return 1 << (int(n) - 1).bit_length()
 
 @pytest.mark.parametrize("units", [8, 132])
 @pytest.mark.parametrize("cap", [float("inf"), 8.0])

@@ -31,11 +31,16 @@ CASES = [
     ("_threshold_kernel", {"SRC": "*fp32", "THRESH": I32, "row_stride": "i32", "stride": "i32", "n": "i32", "rank": "i32",
                            "rank_sure": "i32", "NS": "constexpr", "NB_LOG2": "constexpr", "JOINT": "constexpr"},
      {"NS": 8192, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, 16),
-    ("_filter_kernel", {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
-                        "S": "i32", "k": "i32", "cap": "i32", **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "REVERSED"), "constexpr")},
-     {"BLOCK": 512, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True, "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS,
-      "REVERSED": True}, 1),
 ]
+FILTER_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
+              **dict.fromkeys(("S", "k", "cap"), "i32"), "SRC": "*fp32",
+              **dict.fromkeys(("row_stride", "stride", "n", "rank", "rank_sure"), "i32"),
+              **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "REVERSED", "HERE", "NS", "NB_LOG2",
+                               "JOINT"), "constexpr")}
+for here, warps in ((False, 1), (True, 4)):  # after the threshold kernel; the thresholds found by each program
+    CASES.append(("_filter_kernel", FILTER_SIG, {"BLOCK": 512 * warps, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True,
+                                                 "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS, "REVERSED": True, "HERE": here,
+                                                 "NS": 2048, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, warps))
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
             **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")}
@@ -131,7 +136,7 @@ for name, sig, consts, warps in CASES:
     stack = spilled_bytes(k.asm.get("cubin"))
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
         " few rows' stages" if "MIX" in consts and stages != sp.ATTEND_STAGES else "") + (
-        f" NB={consts['NB']}" if "TIES" in consts else "")
+        f" NB={consts['NB']}" if "TIES" in consts else "") + (" thresholds here" if consts.get("HERE") else "")
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
@@ -157,7 +162,8 @@ def test_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_pick_kernel NB=1024": "ok",
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_filter_kernel thresholds here": "ok",
+                   "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok",

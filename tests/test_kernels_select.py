@@ -18,7 +18,8 @@ INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 
-PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins"]
+PATHS = ["filter", "small-tiles", "sample-missed", "overflow", "beyond-slots", "sure", "sure-missed", "few-bins",
+         "threshold-kernel", "thresholds-in-filter", "sure-in-filter"]
 
 
 @pytest.fixture(params=PATHS, autouse=True)
@@ -31,8 +32,15 @@ def select_path(request, monkeypatch):
     above it written at once, the band below it picked): wherever it exists, and set too
     low (more than k keys above it: the whole-row fallback). With 16 bins and 32 ties at
     most (the k-th's bin too full, or the last: the pick falls back to bisection from
-    memory)."""
+    memory). The thresholds by a launch of their own or by every filter program (with and
+    without the sure one); the other paths as the rows decide (threshold_in_filter)."""
     p = request.param
+    if p == "threshold-kernel":
+        monkeypatch.setattr(sparq_module, "THRESHOLD_IN_FILTER", False)
+    if p in ("thresholds-in-filter", "sure-in-filter"):
+        monkeypatch.setattr(sparq_module, "THRESHOLD_IN_FILTER", True)
+    if p == "sure-in-filter":
+        monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     if p == "small-tiles":
         monkeypatch.setattr(sparq_module, "FILTER_BLOCK", 256)
         monkeypatch.setattr(sparq_module, "PICK_TILE", 256)
@@ -153,9 +161,10 @@ def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch
     """THRESH[row, 0] is the rank-th largest sampled key's top 16 bits (the rest cleared) and
     THRESH[row, 1] the rank_sure-th's rounded up to the next 16-bit step (0xFFFFFFFF without
     the sure threshold), hand-computed here from the sample; both searches in shared rounds
-    or one after the other. Ties at the ranks, mixed signs, +inf in the sample."""
-    if select_path != "filter":
-        pytest.skip("filter's own thresholds only")
+    or one after the other; by the threshold kernel or by the filter's programs (the row's
+    first tile storing them). Ties at the ranks, mixed signs, +inf in the sample."""
+    if select_path not in ("filter", "threshold-kernel", "thresholds-in-filter"):
+        pytest.skip("the sampled thresholds' own paths only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
     monkeypatch.setattr(sparq_module, "JOINT_THRESHOLDS", joint)
     rows, S, k, n = 4, 8000, 2000, 256

@@ -163,8 +163,12 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     writes["histogram"] = n * bins * STAT_BYTES  # cleared for the next call (the filter's counts are L2 atomics)
     writes["threshold"] = n * 4 * STAT_BYTES  # thresholds, the bins' origin and scale
     passes = np.where(sure, 2.0, 1.0)  # of the sample's bisection, and of the filter's count and writes
-    grid = SplitGrid(n, positions, plan.FILTER_BLOCK, np.inf, np.inf, weight=passes)
-    return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches,
+    # where the rows are few the filter's programs find the thresholds themselves: one launch
+    # fewer, tiles of FILTER_BLOCK scores a warp of those holding the sample
+    here = plan.threshold_in_filter(n)
+    tile = np.where(here, plan.FILTER_BLOCK * plan.threshold_in_filter_warps(m), plan.FILTER_BLOCK)
+    grid = SplitGrid(n, positions, tile, np.inf, np.inf, weight=passes)
+    return PhaseCost(name, reads, writes, n * positions * impl.select_passes, impl.select_launches - here,
                      serial_rows=n, serial_items=slots + m * passes, grids=(grid,))
 
 
