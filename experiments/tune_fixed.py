@@ -10,7 +10,8 @@ threshold's warps), and the kernels launched with programmatic dependent launch 
   float64 reference of Algorithm 1 (batch element 0, the kernel's positions) and
   torch.topk first.
 Inputs rotate over up to 4 sets, enough to cover 5x L2 where the working set is 3 MB or more
-(smaller ones stay in L2 between calls). The committed runs at fb61c1c, 191aca3 and 8dda7be
+(smaller ones stay in L2 between calls); the step's queries rotate as in the kernel benchmark
+(from bb39f97: before, one query a cache set found its rows of the call before in L2). The committed runs at fb61c1c, 191aca3 and 8dda7be
 (reports/kernels/tune_fixed_*.json) also timed variants that the kernels had then
 and no longer have (experiments/NOTES.md): the selection in one launch, the dense merge by
 its last split program, the searches for the k-th largest by 16-bin histograms, the sure
@@ -83,7 +84,7 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # after the lower threshold's search); then L2 between the passes over a row: the
 # GQA score's second pass over its chunks last first, the K^T loads of its first pass kept
 # (evict_last) and of the last pass evicted first, and the filter's tiles against the order the
-# score wrote them; then the thresholds found by the filter's programs up to 32, 128 and 512 rows;
+# score wrote them; at 37152f3 the thresholds found by the filter's programs up to 32, 128 and 512 rows (not taken);
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
@@ -92,7 +93,8 @@ SELECT_VARIANTS = [{}] + _IN_FILTER
 # (at ed17d79 and a9f44b5: the GQA second pass reversed, evict_last / evict_first on its
 # passes, the filter against the score, each and together, one query a cache set; then, with
 # the queries rotated, g == 1's eviction and filter order each and together)
-# (at bb39f97: g == 1's eviction and filter order, each and together: taken together)
+# (at bb39f97: g == 1's eviction and filter order, each and together: taken together; at 37152f3 the
+# thresholds found by the filter's programs, as for the selection)
 STEP_VARIANTS = [{}] + _IN_FILTER
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 

@@ -1007,7 +1007,12 @@ THRESH_MIN_WARPS = 4
 # the thresholds found by every program of the filter instead of a launch of their own, where
 # the rows are at most THRESHOLD_IN_FILTER_MAX_ROWS (select_plan, so the cost model counts the
 # launches alike): the same search, redone by each of a row's filter programs, one launch and
-# its wait fewer. None: that rule; True / False: always / never (tests, tuning)
+# its wait fewer. None: that rule; True / False: always / never (tests, tuning). H200, up to 32 /
+# 128 / 512 rows against none (reports/kernels/tune_fixed_37152f3.json, us): faster only at B=1
+# S=8k (step 31.6 -> 30.6; a one-warp sample) and GQA B=1 S=32k (42.0 -> 40.5; a program an SM);
+# slower at B=1 S=32k (52.6 -> 57.3), 128k (150.1 -> 235.0), GQA B=4 (66.8 -> 71.7), selection alone
+# 32 x 32k (16.5 -> 28.8): each row's filter programs redo a search of cross-warp reductions
+# that then share the SMs. So off (select_plan.THRESHOLD_IN_FILTER_MAX_ROWS = 0)
 THRESHOLD_IN_FILTER = None
 THRESHOLD_IN_FILTER_MAX_ROWS = plan.THRESHOLD_IN_FILTER_MAX_ROWS
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
