@@ -29,7 +29,7 @@ from sparq_perf.kernels.runners import phase_runners
 from sparq_perf.measure.point import _random_cache, check_sparq_on_cache
 from sparq_perf.measure.timing import sets_for_cold_l2, time_calls
 
-SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32)]  # (B, S, H_kv)
+SHAPES = [(1, 32768, 32), (1, 32768, 8), (16, 32768, 32), (16, 32768, 8)]  # (B, S, H_kv); GQA B=16: its two passes apart
 H_Q, D = 32, 128
 ROUNDS = 8  # steps per replay
 REPLAYS = 20  # replays traced
