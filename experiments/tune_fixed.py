@@ -32,6 +32,7 @@ import torch
 import triton
 
 from sparq_perf import phases as P
+from sparq_perf import select_plan as plan
 from sparq_perf.kernels import _common as cm
 from sparq_perf.kernels import dense as dn
 from sparq_perf.kernels import sparq as sp
@@ -84,17 +85,18 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # after the lower threshold's search); then L2 between the passes over a row: the
 # GQA score's second pass over its chunks last first, the K^T loads of its first pass kept
 # (evict_last) and of the last pass evicted first, and the filter's tiles against the order the
-# score wrote them; at 37152f3 the thresholds found by the filter's programs up to 32, 128 and 512 rows (not taken);
+# score wrote them (its last pass's policy then named SCORE_LAST_PASS_EVICT, since split into
+# SCORE_ONE_PASS_EVICT and SCORE_SECOND_PASS_EVICT); at 37152f3 the thresholds found by the
+# filter's programs up to 32, 128 and 512 rows (not taken);
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
 _IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
 SELECT_VARIANTS = [{}] + _IN_FILTER
-# (at ed17d79 and a9f44b5: the GQA second pass reversed, evict_last / evict_first on its
-# passes, the filter against the score, each and together, one query a cache set; then, with
-# the queries rotated, g == 1's eviction and filter order each and together)
-# (at bb39f97: g == 1's eviction and filter order, each and together: taken together; at 37152f3 the
-# thresholds found by the filter's programs, as for the selection)
+# (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
+# evict_first on its passes, the filter against the score, each and together; at bb39f97, the
+# queries rotated: g == 1's eviction and filter order each and together (taken together); at
+# 37152f3 the thresholds found by the filter's programs, as for the selection)
 STEP_VARIANTS = [{}] + _IN_FILTER
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
@@ -108,8 +110,9 @@ def variants(base):
 
 
 def _owner(name):
-    """The module a variant's setting lives in: the SparQ kernels' or the shared one."""
-    return sp if hasattr(sp, name) else cm
+    """The module a variant's setting lives in: the SparQ kernels', the selection plan's (a
+    rule the cost model reads too) or the shared one."""
+    return sp if hasattr(sp, name) else plan if hasattr(plan, name) else cm
 
 
 STEP_DEFAULTS = {n: getattr(_owner(n), n) for n in {n for v in ALL_VARIANTS for n in v}}
@@ -192,7 +195,7 @@ def tune_step(gen, res):
                 res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
             del runs
         apply({})
-        del caches, qs
+        del caches, qs, pairs
         print("step", B, S, Hkv, flush=True)
 
 

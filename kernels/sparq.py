@@ -16,7 +16,8 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
              every stride-th position also go to a contiguous sample per row, which the
              selection's threshold reads. With one pass, K^T is loaded evict-first, so
              the scores stay in L2 for the filter, which reads them last written first.
-sparq_select exact top-k in three launches, for any number of rows and lengths:
+sparq_select exact top-k in three launches (two where the filter finds the thresholds,
+             threshold_in_filter), for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly strided sample of the
              row (select_plan: sized so the threshold lies below the k-th largest score
              but for a vanishing fraction of rows) and, where it shrinks the pick, a sure
@@ -113,14 +114,15 @@ FUSED_MERGE_MAX_G = SparqImpl.merge_in_attend_max_g
 # L2 between the kernels of a step. g == 1: the score's K^T loads (read once) evicted first
 # (SCORE_ONE_PASS_EVICT), so the scores it writes stay in L2, and the filter visits its tiles
 # in the reverse of the order the score wrote them (FILTER_AGAINST_SCORE), the last written
-# first. H200 (reports/kernels/tune_fixed_ed17d79.json, step us, both against neither): B=1
-# S=8k 32.3 -> 29.7, 32k 52.9 -> 49.9, 128k 155.0 -> 153.3, B=8 S=16k 127.0 -> 123.9, B=64 S=4k
-# 252.0 -> 248.9, B=16 S=32k 381.1 -> 379.3 (the score alone slower: B=1 S=32k 11.5 -> 15.2; the
-# selection after it faster by more). g > 1, the two passes: the second over its chunks in the
-# reverse of the first's order (SCORE_SECOND_PASS_REVERSED: to start on the rows of K^T the
-# first read last), the first's and the second's K^T loads under these policies ("": the
-# default; "evict_last": kept for the second pass); there the same tuning ran within 1 % of the
-# default at B=1-16 and 1.5-4 % slower at GQA B=4 and B=64 S=8k: none of it taken
+# first. H200, queries rotated (reports/kernels/tune_fixed_bb39f97.json, step us, neither ->
+# both): B=1 S=8k 32.3 -> 30.3, 32k 52.0 -> 51.5, 128k 152.0 -> 150.2, B=8 S=16k 125.1 -> 122.0, B=64
+# S=4k 250.9 -> 246.5, B=16 S=32k 381.8 -> 379.4 (the score alone slower at B=16 S=32k, 165.5 ->
+# 170.6, the selection after it faster by more; at B=1 S=32k each alone slower than neither).
+# g > 1, the two passes: the second over its chunks in the reverse of the first's order
+# (SCORE_SECOND_PASS_REVERSED: to start on the rows of K^T the first read last), the first's and
+# the second's K^T loads under these policies ("": the default; "evict_last": kept for the
+# second pass). Timed with one query a cache set (tune_fixed_ed17d79.json, L2 warm across
+# calls): GQA B=16 score 87.8 -> 88.3 us reversed (no reuse seen), B=4 27.1 -> 29.2; not taken
 SCORE_ONE_PASS_EVICT = "evict_first"
 SCORE_SECOND_PASS_REVERSED = False
 SCORE_FIRST_PASS_EVICT = ""
@@ -1008,13 +1010,14 @@ THRESH_MIN_WARPS = 4
 # the rows are at most THRESHOLD_IN_FILTER_MAX_ROWS (select_plan, so the cost model counts the
 # launches alike): the same search, redone by each of a row's filter programs, one launch and
 # its wait fewer. None: that rule; True / False: always / never (tests, tuning). H200, up to 32 /
-# 128 / 512 rows against none (reports/kernels/tune_fixed_37152f3.json, us): faster only at B=1
-# S=8k (step 31.6 -> 30.6; a one-warp sample) and GQA B=1 S=32k (42.0 -> 40.5; a program an SM);
-# slower at B=1 S=32k (52.6 -> 57.3), 128k (150.1 -> 235.0), GQA B=4 (66.8 -> 71.7), selection alone
-# 32 x 32k (16.5 -> 28.8): each row's filter programs redo a search of cross-warp reductions
-# that then share the SMs. So off (select_plan.THRESHOLD_IN_FILTER_MAX_ROWS = 0)
+# 128 / 512 rows against none (reports/kernels/tune_fixed_37152f3.json, us): faster in the step
+# at B=1 S=8k (31.6 -> 30.6; a one-warp sample) and GQA B=1 S=32k (42.0 -> 40.5; a program an SM),
+# and alone at 512 x 4k (31.1 -> 26.5), but slower alone at 32 x 8k (11.6 -> 13.7) and 32 x 32k
+# (16.5 -> 28.8), and in the step at B=1 S=32k (52.6 -> 57.3), 128k (150.1 -> 235.0), GQA B=4
+# (66.8 -> 71.7): each row's filter programs redo a search of cross-warp reductions that then
+# share the SMs (a cost the cost model does not count: it counts the launch fewer and the
+# tiles). So off (select_plan.THRESHOLD_IN_FILTER_MAX_ROWS = 0)
 THRESHOLD_IN_FILTER = None
-THRESHOLD_IN_FILTER_MAX_ROWS = plan.THRESHOLD_IN_FILTER_MAX_ROWS
 PICK_TILE = 1024  # candidates (or, in the fallback, scores) per tile where the pick reads them from memory
 # the pick reads its candidates in one tile of all its slots where it runs at most
 # PICK_ONESHOT_MAX_WARPS warps (None: never) and the rows are at most
@@ -1060,11 +1063,12 @@ BIN_BRANCH = True
 
 
 def threshold_in_filter(rows: int) -> bool:
-    """Whether the filter programs find their rows' thresholds themselves (select_plan's rule:
-    at most THRESHOLD_IN_FILTER_MAX_ROWS rows; None: that rule, True / False: always / never)."""
+    """Whether the filter programs find their rows' thresholds themselves: THRESHOLD_IN_FILTER
+    (None: select_plan's rule, at most its THRESHOLD_IN_FILTER_MAX_ROWS rows, the cost
+    model's too; True / False: always / never)."""
     if THRESHOLD_IN_FILTER is not None:
         return THRESHOLD_IN_FILTER
-    return bool(plan.threshold_in_filter(rows, THRESHOLD_IN_FILTER_MAX_ROWS))
+    return bool(plan.threshold_in_filter(rows))
 
 
 def pick_bins(S: int) -> int:
@@ -1107,7 +1111,9 @@ class FilterWorkspace:
     """Scratch of the selection for `rows` rows of S scores and a given k: each row's two
     thresholds and the origin and scale of its bins, its candidates (order keys and positions), its
     counters (candidates and sure keys) and histogram, zeroed here and reset by the pick
-    kernel (graph safe: no memset per call), and room for the keys of the k-th's bin."""
+    kernel (graph safe: no memset per call), and room for the keys of the k-th's bin; and
+    whether the filter finds the thresholds itself (threshold_in_filter: its programs then in
+    filter_warps warps, on tiles of `block` scores, FILTER_BLOCK a warp)."""
 
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k

@@ -26,7 +26,7 @@ FILTER_BLOCK = 512
 # where a selection has at most this many rows, its filter programs find the thresholds from
 # the sample themselves (no threshold launch); they then run in as many warps as hold the
 # sample at THRESHOLD_KEYS_PER_THREAD keys a thread (1 to 16), on tiles of FILTER_BLOCK
-# scores a warp (0: never; measured slower but at two shapes, the kernels' THRESHOLD_IN_FILTER)
+# scores a warp (0: never; measured slower at most shapes: the kernels' THRESHOLD_IN_FILTER)
 THRESHOLD_IN_FILTER_MAX_ROWS = 0
 THRESHOLD_KEYS_PER_THREAD = 16
 

@@ -116,7 +116,9 @@ def test_sparq_score_paths_match_reference(B, Hq, Hkv, S, d, dtype, topr_kernel,
 def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last, monkeypatch):
     """The second pass's chunks last first, the filter's tiles against the score's order and
     the K^T loads' L2 policies: the same scores, bit for bit, every chunk written (poisoned
-    first), and the step against the reference."""
+    first), and the step against the reference. (The interpreter ignores the policies and one
+    head per group has no second pass: there the bit-for-bit check bites on the GPU run, the
+    reversed filter on the top k.)"""
     from sparq_perf.kernels import sparq as sparq_kernels
 
     B, S, d, dtype = 1, 2500, 64, torch.bfloat16
@@ -375,8 +377,7 @@ def test_cost_model_counts_the_filters_thresholds_as_the_kernels(max_rows, monke
     from sparq_perf.cost.attention import SparqImpl, select_cost
     from sparq_perf.kernels import sparq as sparq_kernels
 
-    monkeypatch.setattr(select_plan, "THRESHOLD_IN_FILTER_MAX_ROWS", max_rows)
-    monkeypatch.setattr(sparq_kernels, "THRESHOLD_IN_FILTER_MAX_ROWS", max_rows)
+    monkeypatch.setattr(select_plan, "THRESHOLD_IN_FILTER_MAX_ROWS", max_rows)  # one rule, read by both
     for rows, S, k in [(8, 32768, 2048), (64, 8192, 512), (65, 8192, 512), (32, 131072, 8192), (16, 4096, 256)]:
         ws = sparq_kernels.FilterWorkspace(rows, S, k, "cpu")
         assert ws.threshold_in_filter == (rows <= max_rows)

@@ -121,8 +121,10 @@ for name, sig, consts, warps in CASES:
     try:
         # as the JIT specialises them on the GPU: pointers, lengths and strides divisible by
         # 16 (so loads can be vectors, as they are there)
+        # (the score's chunk and load end are multiples of 16 there too: its K^T loads vectors)
+        divisible = DIVISIBLE | ({"S_load", "chunk"} if name == "_score_kernel" else set())
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-                 if n in sig and (sig[n].startswith("*") or n in DIVISIBLE)}
+                 if n in sig and (sig[n].startswith("*") or n in divisible)}
         warps, stages = warps if isinstance(warps, tuple) else (warps, None)
         opts = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
@@ -140,9 +142,13 @@ for name, sig, consts, warps in CASES:
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
-    if consts.get("KT_EVICT"):  # the K^T loads carry the L2 policy asked for
-        out[f"score pass {consts['PASS']} eviction hint"] = ("ok" if f"L2::{consts['KT_EVICT']}" in ptx
-                                                             else "no L2 policy in the loads")
+    if consts.get("KT_EVICT"):  # the K^T loads carry the L2 policy asked for, and stay vectors
+        # (loads to registers, or the tl.dot path's asynchronous copies to shared memory)
+        hinted = re.findall(r"ld\.global\.L1::\w+\.L2::cache_hint\.(v[248]\.)?b\d+", ptx) + re.findall(
+            r"cp\.async\.\w+\.shared\.global\.L2::cache_hint(\s+)", ptx)
+        out[f"score pass {consts['PASS']} eviction hint"] = (
+            "no L2 policy in the loads" if f"L2::{consts['KT_EVICT']}" not in ptx or not hinted
+            else "ok" if all(hinted) else "hinted loads not vectors")
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),

@@ -144,7 +144,10 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     histogram's bins are not counted there: with them the held-out select error at H200
     f23ebbc was 13.5 / 31.3 % (median / p90), without 8.4 / 27.3. The filter is a program per tile of FILTER_BLOCK scores, each counting, scanning
     and appending its tile (twice with a sure threshold: for the candidates and the sure
-    keys): its grid. Otherwise one ideal pass in one launch."""
+    keys): its grid. Where the rows are few enough (select_plan.threshold_in_filter; off by
+    default) the filter's programs find the thresholds themselves: two launches, tiles of
+    FILTER_BLOCK scores a warp of those holding the sample; the search each of a row's filter
+    programs then redoes is not counted. Otherwise one ideal pass in one launch."""
     positions = np.asarray(positions, np.float64)
     reads = {"scores": n * positions * STAT_BYTES * impl.select_passes} if impl.scores_in_memory else {}
     writes = {"indices": n * chosen * INDEX_BYTES}
