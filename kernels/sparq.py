@@ -1125,13 +1125,12 @@ class FilterWorkspace:
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         # the thresholds found by every filter program where the rows are few (no threshold
-        # launch): its programs then hold the sample too, THRESH_KEYS_PER_THREAD keys a thread,
-        # and as many scores a thread of their tile
+        # launch): its programs then hold the sample too, select_plan.THRESHOLD_KEYS_PER_THREAD
+        # keys a thread, on tiles of FILTER_BLOCK scores a warp (as the cost model counts them)
         self.threshold_in_filter = threshold_in_filter(rows)
-        self.filter_warps = FILTER_WARPS
-        if self.threshold_in_filter:
-            self.filter_warps = max(FILTER_WARPS, int(plan.threshold_in_filter_warps(self.n_sample)))
-        self.block = FILTER_BLOCK * self.filter_warps // FILTER_WARPS
+        warps = int(plan.threshold_in_filter_warps(self.n_sample)) if self.threshold_in_filter else 1
+        self.filter_warps = max(FILTER_WARPS, warps)
+        self.block = FILTER_BLOCK * warps
         self.thresh = torch.empty((rows, 4), dtype=torch.int32, device=device)  # thresholds, bins' origin, scale
         self.bins = pick_bins(S)
         self.hist = torch.zeros((rows, self.bins), dtype=torch.int32, device=device)  # reset by the pick

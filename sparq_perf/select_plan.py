@@ -31,9 +31,9 @@ THRESHOLD_IN_FILTER_MAX_ROWS = 0
 THRESHOLD_KEYS_PER_THREAD = 16
 
 
-def threshold_in_filter(rows, max_rows=None):
+def threshold_in_filter(rows):
     """Whether the filter programs of a selection of `rows` rows find the thresholds themselves."""
-    return np.asarray(rows) <= (THRESHOLD_IN_FILTER_MAX_ROWS if max_rows is None else max_rows)
+    return np.asarray(rows) <= THRESHOLD_IN_FILTER_MAX_ROWS
 
 
 def threshold_in_filter_warps(n_sample):

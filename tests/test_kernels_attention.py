@@ -17,7 +17,7 @@ import numpy as np
 import pytest  # conftest.py has set TRITON_INTERPRET (the interpreter unless set) before triton loads
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from sparq_perf.kernels import KVCache, append, sparq_decode  # noqa: E402
 from sparq_perf.kernels.reference import dense_reference, sparq_approx_scores, sparq_reference, sparq_selection_scores  # noqa: E402
@@ -387,11 +387,7 @@ def test_cost_model_counts_the_filters_thresholds_as_the_kernels(max_rows, monke
         assert float(grid.block) == ws.block
         assert ws.block == select_plan.FILTER_BLOCK * ws.filter_warps
         if ws.threshold_in_filter:  # the sample at 16 keys a thread
-            assert ws.filter_warps == min(16, max(1, triton_pow2(ws.n_sample) // 512))
-
-
-def triton_pow2(n):
-    return 1 << (int(n) - 1).bit_length()
+            assert ws.filter_warps == min(16, max(1, triton.next_power_of_2(ws.n_sample) // 512))
 
 @pytest.mark.parametrize("units", [8, 132])
 @pytest.mark.parametrize("cap", [float("inf"), 8.0])
