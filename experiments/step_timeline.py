@@ -73,10 +73,15 @@ def timeline(steps):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
+    ap.add_argument("--score-filter", action="store_true", help="the filter in the score kernel (one head per group)")
+    ap.add_argument("--shapes", default="", help="B,S,H_kv;... (default: SHAPES)")
     args = ap.parse_args(argv)
+    from sparq_perf.kernels import sparq as sp
+    sp.SCORE_FILTER = args.score_filter
+    shapes = [tuple(int(v) for v in x.split(",")) for x in args.shapes.split(";")] if args.shapes else SHAPES
     gen = torch.Generator(device="cuda").manual_seed(17)
     res = []
-    for B, S, Hkv in SHAPES:
+    for B, S, Hkv in shapes:
         r, k = 16, S // 16
         n_sets = sets_for_cold_l2(B * Hkv * S * (r + 2 * D * k / S) * 2, max_sets=4)
         caches = [_random_cache(B, Hkv, S, D, torch.bfloat16, gen) for _ in range(n_sets)]
@@ -118,7 +123,7 @@ def main(argv=None):
         torch.cuda.empty_cache()
     if args.out:
         prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                "git_commit": os.environ.get("GIT_COMMIT", "unknown")}
+                "git_commit": os.environ.get("GIT_COMMIT", "unknown"), "score_filter": args.score_filter}
         with open(args.out, "w") as f:
             json.dump({"provenance": prov, "shapes": res}, f, indent=1)
 

@@ -97,7 +97,10 @@ SELECT_VARIANTS = [{}] + _IN_FILTER
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at
 # 37152f3 the thresholds found by the filter's programs, as for the selection)
-STEP_VARIANTS = [{}] + _IN_FILTER
+# from 37152f3+: the filter in the score kernel, its thresholds from a sample kernel before it
+# (SCORE_FILTER; the select phase then the pick alone, so the score and the select are also
+# timed together)
+STEP_VARIANTS = [{}, {"SCORE_FILTER": True}]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
@@ -190,8 +193,12 @@ def tune_step(gen, res):
                 x[P.SPARQ_DECODE]()
             base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err, queries=len(pairs),
                         attend_splits=runs[0].state.n_splits, score_chunks=runs[0].state.n_chunks)
-            for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND):
-                t = time_calls([x[phase] for x in runs], target_s=0.05)
+            for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND, "score+select"):
+                if phase == P.SPARQ_SELECT and runs[0].state.score_filter:
+                    continue  # the pick alone would find its counters reset (searched from memory)
+                fns = [x[phase] if phase in x else (lambda x=x: (x[P.SPARQ_SCORE](), x[P.SPARQ_SELECT]()))
+                       for x in runs]
+                t = time_calls(fns, target_s=0.05)
                 res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
             del runs
         apply({})
@@ -217,7 +224,7 @@ def main(argv=None):
     parts = {"select": tune_select, "step": tune_step, "dense": tune_dense}
     for name in args.parts.split(","):
         parts[name](gen, res)
-        regs = {kern: cm.compiled_variants(getattr(sp, kern)) for kern in ("_filter_kernel", "_pick_kernel")}
+        regs = {kern: cm.compiled_variants(getattr(sp, kern)) for kern in ("_filter_kernel", "_pick_kernel", "_score_kernel", "_sample_kernel")}
         with open(out / "tune_fixed.json", "w") as f:  # after each part: what ran is kept if a later one does not
             json.dump({"provenance": prov, "rows": res, "registers_spills": regs}, f, indent=0)
     groups = {}

@@ -128,6 +128,14 @@ SCORE_SECOND_PASS_REVERSED = False
 SCORE_FIRST_PASS_EVICT = ""
 SCORE_SECOND_PASS_EVICT = ""
 FILTER_AGAINST_SCORE = True
+# g == 1: the selection's filter done by the score kernel on the scores it has just computed
+# (no filter launch, no second read of the scores), its thresholds found before it, by a
+# launch of one program a row that does steps 1-2 and scores the row's sample itself
+# (_sample_kernel: runs of SAMPLE_RUN consecutive positions, 32 bytes of each K^T row);
+# the select phase is then the pick alone
+SCORE_FILTER = False
+SAMPLE_RUN = 16
+SAMPLE_TILE = 1024  # sampled keys a loop step of the sample kernel
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -166,6 +174,11 @@ def filter_reversed(G: int) -> bool:
     """Whether the filter after the score visits its tiles last first: where one pass
     wrote the scores in the grid's order and FILTER_AGAINST_SCORE (g > 1: never)."""
     return FILTER_AGAINST_SCORE and G == 1
+
+
+def score_filter(G: int) -> bool:
+    """Whether the score kernel filters its scores (SCORE_FILTER; one head per group only)."""
+    return SCORE_FILTER and G == 1
 
 
 def topr_kernel(G: int, rows: int) -> bool:
@@ -242,6 +255,7 @@ def _score_kernel(
     S, S_load, chunk, n_chunks, l_window, r, s_stride, n_sample,
     sQb, sQh, sTb, sTh, sTd, sMb, sMh,
     HKV,
+    THRESH, CAND, COUNT, SURE, IDX, HIST, k, cap,  # the selection's workspace (FILTER)
     G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
     RP: tl.constexpr,  # r rounded up to a power of two >= 16 (a tl.dot dimension)
     BLOCK_S: tl.constexpr,
@@ -253,6 +267,8 @@ def _score_kernel(
     KT_EVICT: tl.constexpr,  # the K^T loads' L2 eviction policy ("": the default)
     UPCAST: tl.constexpr,
     PDL: tl.constexpr,
+    FILTER: tl.constexpr = False,  # the filter on each tile of final scores (_filter_tile), no sample written
+    HAS_SURE: tl.constexpr = False, NB: tl.constexpr = 1, BIN_BRANCH: tl.constexpr = True,  # the filter's
 ):
     grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
@@ -288,6 +304,9 @@ def _score_kernel(
         l_tot = tl.sum(tl.where(cm, lc * tl.exp2(mc - m_tot[:, None]), 0.0), 1)
         inv_l = tl.where(gm, 1.0 / tl.where(gm, l_tot, 1.0), 0.0)
     kt_base = KT + b * sTb + h * sTh + i1[:, None].to(tl.int64) * sTd  # [RP, 1]
+    if FILTER:  # the row's thresholds, from the sample kernel before
+        t_lo, x_lo, w = _bin_params(THRESH + 4 * pid)
+        t_sure = tl.load(THRESH + 4 * pid + 1).to(tl.uint32, bitcast=True)
     start = chunk_id * chunk
     end = tl.minimum(start + chunk, S)
     m_i = tl.full([GP], -float("inf"), tl.float32)
@@ -318,7 +337,11 @@ def _score_kernel(
             m_s = m_new
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
-            _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
+            if FILTER:
+                _filter_tile(score, pos, nm, pid, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
+                             BLOCK_S, HAS_SURE, NB, BIN_BRANCH, 0)
+            else:
+                _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
         if PASS == 1:
             zm = tl.where(nm[None, :] & gm[:, None], z, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(zm, 1))
@@ -329,7 +352,11 @@ def _score_kernel(
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
-            _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
+            if FILTER:
+                _filter_tile(score, pos, nm, pid, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
+                             BLOCK_S, HAS_SURE, NB, BIN_BRANCH, 0)
+            else:
+                _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
     launch_next(PDL)
     if PASS == 0:
         m_i = m_s + l_i  # [GP]: only the first (the one head) is stored
@@ -476,6 +503,51 @@ def _store_thresholds(THRESH_ROW, t, t_sure, x_lo, w):
 
 
 @triton.jit
+def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_step, n, rank, rank_sure,
+                   sQb, sQh, sTb, sTh, sTd, HKV,
+                   G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, RP: tl.constexpr,
+                   RUN: tl.constexpr, TILE: tl.constexpr, NS: tl.constexpr, NB_LOG2: tl.constexpr,
+                   JOINT: tl.constexpr, PDL: tl.constexpr):
+    """Grid (B*H_kv,), one head per group (the score's filter after it, SCORE_FILTER): steps 1-2
+    as _topr_kernel, then the row's threshold sample scored here, before the score kernel:
+    the scaled approximate logits (as the score kernel's multiply-adds) at n positions in runs
+    of RUN consecutive ones (32 bytes of each of the r rows of K^T), one run every run_step
+    positions, the last l_window +inf; written to SAMPLE[row, :n] (run after run), then the
+    row's thresholds and bins from it (_row_thresholds) to THRESH[row], for the filter."""
+    grid_wait(PDL)
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // HKV
+    h = pid % HKV
+    i1, q, rank_d, inv_tau = _top_r(Q, b, h, r, sQb, sQh, G, GP, D, DP, RP)
+    tl.store(I1 + pid * RP + tl.arange(0, RP), i1)
+    _store_top_r(QM, INV_TAU, b, h, q, rank_d, inv_tau, r, HKV, G, GP, D, DP)
+    offs_g = tl.arange(0, GP)
+    offs_r = tl.arange(0, RP)
+    gm = offs_g < G
+    rm = offs_r < r
+    q_ptr = Q + b * sQb + (h * G + offs_g)[:, None] * sQh
+    q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP], as the score's
+    q1 = tl.sum(q_sel.to(tl.float32), 0)
+    scale1 = tl.sum(inv_tau * 1.4426950408889634, 0)
+    kt_base = KT + b * sTb + h * sTh + i1[:, None, None].to(tl.int64) * sTd  # [RP, 1, 1]
+    NR: tl.constexpr = TILE // RUN
+    offs_run = tl.arange(0, NR)
+    offs_j = tl.arange(0, RUN)
+    for i0 in range(0, n, TILE):
+        run = i0 // RUN + offs_run  # [NR]
+        i = run[:, None] * RUN + offs_j[None, :]  # [NR, RUN]: sample slots
+        pos = run[:, None] * run_step + offs_j[None, :]
+        m = (i < n) & (pos < S)
+        kt = tl.load(kt_base + pos[None, :, :], mask=rm[:, None, None] & m[None, :, :], other=0.0)
+        score = tl.sum(q1[:, None, None] * kt.to(tl.float32), 0) * scale1  # [NR, RUN]
+        score = tl.where(pos >= S - l_window, float("inf"), score)
+        tl.store(SAMPLE + pid * n + i, score, mask=m)
+    tl.debug_barrier()  # the whole sample written before any thread reads it back
+    t, t_sure, x_lo, w = _row_thresholds(SAMPLE, pid, n, 1, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL)
+    _store_thresholds(THRESH + 4 * pid, t, t_sure, x_lo, w)
+
+
+@triton.jit
 def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
                     JOINT: tl.constexpr, PDL: tl.constexpr):
     """_threshold_kernel's work for one row: (threshold, sure threshold) as order keys, the
@@ -561,6 +633,18 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
         grid_wait(PDL)
         t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
         t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
+    _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
+                 BLOCK, HAS_SURE, NB, BIN_BRANCH, PDL)
+
+
+@triton.jit
+def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
+                 BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
+                 PDL: tl.constexpr):
+    """One tile's part of the filter (_filter_kernel), on scores x at positions pos (valid)
+    of a row whose thresholds are given: the sure keys' positions to the output, the
+    candidates appended and counted in their bins. PDL: the next kernel let launch between
+    the two (0: not here)."""
     key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
@@ -906,7 +990,8 @@ class SparqState:
         rows = B * Hkv
         self.block_s = score_block(self.G, r)
         self.fma = score_fma(self.G, r)
-        self.topr_kernel = topr_kernel(self.G, rows)
+        self.score_filter = score_filter(self.G)
+        self.topr_kernel = topr_kernel(self.G, rows) and not self.score_filter  # (the sample kernel's then)
         self.n_chunks = n_splits_for(rows, S, self.block_s, waves=score_waves(self.G, rows))
         self.chunk = chunk_for(S, self.n_chunks, self.block_s)
         self.block_k = BLOCK_K
@@ -963,14 +1048,29 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
         state.sel.sample_stride, state.sel.n_sample,
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
+    sel = state.sel
+    if state.score_filter:
+        ns = triton.next_power_of_2(sel.n_sample)
+        _sample_kernel[(q.shape[0] * Hkv,)](
+            q, KT, sel.sample, sel.thresh, state.qm, state.inv_tau, state.i1, state.S, state.l, state.r,
+            SAMPLE_RUN * sel.sample_stride, sel.n_sample, sel.rank, sel.rank_sure,
+            q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), Hkv,
+            RP=state.rp, RUN=SAMPLE_RUN, TILE=max(SAMPLE_RUN, min(ns, SAMPLE_TILE)), NS=ns,
+            NB_LOG2=sel.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
+            num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
+            **{k: v for k, v in meta.items() if k != "UPCAST"}, **pdl_args())
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
                                           RP=state.rp, num_warps=TOPR_WARPS, **{k: v for k, v in meta.items() if k != "UPCAST"},
                                           **pdl_args())
-    common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks), TOPR_GIVEN=state.topr_kernel,
+    args += (sel.thresh, sel.cand, sel.count, sel.n_sure, state.idx, sel.hist, state.k, sel.cap)
+    common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),
+                  TOPR_GIVEN=state.topr_kernel or state.score_filter,
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
-        _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT, **common)
+        _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT,
+                            FILTER=state.score_filter, HAS_SURE=sel.rank_sure > 0, NB=sel.bins,
+                            BIN_BRANCH=BIN_BRANCH, **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, REVERSED=SCORE_SECOND_PASS_REVERSED,
@@ -1233,6 +1333,12 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
     filter_candidates(scores, ws, sampled, out, reverse)
+    return _pick(scores, ws, out)
+
+
+def _pick(scores, ws: FilterWorkspace, out):
+    """The pick kernel over the candidates a filter left in ws (the selection's last launch)."""
+    rows, S, k = ws.count.numel(), ws.S, ws.k
     capb = triton.next_power_of_2(ws.slots)
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
@@ -1244,6 +1350,8 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
 
 def sparq_select(state: SparqState):
     """Step 5: state.idx [B, H_kv, k] = the k largest scores' positions (l newest forced in)."""
+    if state.score_filter:  # the score kernel filtered
+        return _pick(state.scores, state.sel, state.idx)
     return topk_indices(state.scores, state.k, out=state.idx, ws=state.sel, sampled=True,
                         reverse=filter_reversed(state.G))
 

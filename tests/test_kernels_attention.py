@@ -145,6 +145,58 @@ def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last
     assert torch.equal(got, torch.topk(st.scores, 150, dim=-1).values.sort(-1).values)
 
 
+@pytest.mark.parametrize("S,kk,l,sure,dtype", [(300, 50, 4, False, torch.bfloat16), (5000, 833, 3, False, torch.float16),
+                                               (5000, 2500, 0, True, torch.bfloat16)])
+def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkeypatch):
+    """The filter done by the score kernel (SCORE_FILTER, one head per group), its thresholds
+    found before it by the sample kernel: the sample is the scores at runs of SAMPLE_RUN
+    consecutive positions, and the thresholds, the counts, the candidates, the histogram and
+    the sure keys are what the threshold and filter kernels leave from that sample and the
+    same scores; the pick then takes its main path (the candidates hold the k-th), and whole
+    steps, twice over the same buffers (the pick resets the counters), match the reference
+    and torch.topk. With g > 1 the score does not filter."""
+    from sparq_perf.kernels import sparq as sk
+
+    monkeypatch.setattr(sk, "SCORE_FILTER", True)
+    monkeypatch.setattr(sk, "SURE_THRESHOLD", sure)
+    B, H, d, r = 2, 2, 64, 8
+    q, k, v, cache = make(B, H, H, S, d, dtype)
+    st = poisoned_state(q, cache, r, kk, l)
+    assert st.score_filter and not st.sel.threshold_in_filter and (st.sel.rank_sure > 0) == sure
+    assert st.n_chunks > 1 or S < 1000
+    sel = st.sel
+    scores = sparq_score(q, cache, st).view(B * H, S)
+    n, run = sel.n_sample, sk.SAMPLE_RUN
+    i = torch.arange(n, device=DEV)
+    pos = (i // run) * run * sel.sample_stride + i % run
+    assert pos.max() < S and len(set(pos.tolist())) == n
+    torch.testing.assert_close(sel.sample, scores[:, pos], rtol=1e-6, atol=0)
+    ws = sk.FilterWorkspace(B * H, S, kk, DEV)
+    ws.sample.copy_(sel.sample)
+    out = torch.full((B * H, kk), -1, dtype=torch.int32, device=DEV)
+    sk.filter_candidates(scores.contiguous(), ws, sampled=True, out=out)
+    assert torch.equal(sel.thresh, ws.thresh)
+    assert torch.equal(sel.count, ws.count) and torch.equal(sel.n_sure, ws.n_sure)
+    assert torch.equal(sel.hist, ws.hist)
+    for row in range(B * H):
+        c, ns = int(ws.count[row]), int(ws.n_sure[row])
+        assert kk - ns <= c <= sel.cap and ns <= kk  # the pick's main path
+        assert torch.equal(sel.cand[row, :c].sort().values, ws.cand[row, :c].sort().values)
+        assert set(st.idx.view(B * H, kk)[row, :ns].tolist()) == set(out[row, :ns].tolist())
+        assert not sure or ns > 0
+    sparq_select(st)
+    assert (sel.count == 0).all() and (sel.n_sure == 0).all() and (sel.hist == 0).all()
+    test_sparq_matches_reference(B, H, H, S, d, dtype, True)
+    for _ in range(2):
+        st.out.fill_(float("nan"))
+        got = sparq_decode(q, cache, r=r, k=kk, l=l, state=st)
+        ref, _ = sparq_reference(q.double(), k.double(), v.double(), cache.v_bar.double(), r, kk, l, True, i2=st.idx)
+        assert rel_err(got, ref) < TOL[dtype]
+        chosen = torch.gather(st.scores, -1, st.idx.long()).sort(-1).values
+        assert torch.equal(chosen, torch.topk(st.scores, kk, dim=-1).values.sort(-1).values)
+    assert not SparqState(*make(1, 8, 2, S, d, dtype)[::3], r, kk, l).score_filter
+
+
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1]])  # one head per group; g = 4
 @pytest.mark.parametrize("max_g", [0, 8])
 def test_attend_merge_paths_match_reference(B, Hq, Hkv, S, d, dtype, max_g, monkeypatch):
@@ -242,12 +294,16 @@ def test_kernels_launch_dependent_on_hopper():
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("Hkv", [8, 2])
-def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv):
+@pytest.mark.parametrize("Hkv,score_filter", [(8, False), (8, True), (2, False)])
+def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv, score_filter, monkeypatch):
     """Rounds of SparQ and dense steps over two inputs, captured in one CUDA graph and
     replayed, give what eager calls gave: the same chosen scores, at the same positions but
     for ties at the k-th largest, and the same outputs (the counters that the kernels reset
-    for the next call work across replays)."""
+    for the next call work across replays). One head per group: with the filter in the score
+    kernel too."""
+    from sparq_perf.kernels import sparq as sk
+
+    monkeypatch.setattr(sk, "SCORE_FILTER", score_filter)
     sets = [make(4, 8, Hkv, 5000, 128, torch.bfloat16) for _ in range(2)]
     sparq = [phase_runners("sparq", q, cache, r=16, k=400, l=4, with_append=False) for q, _, _, cache in sets]
     dense = [phase_runners("dense", q, cache, with_append=False) for q, _, _, cache in sets]

@@ -57,12 +57,26 @@ SCORE_SIG = {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SCOR
              "I1": I32, **dict.fromkeys(("S", "S_load", "chunk", "n_chunks", "l_window", "r", "s_stride", "n_sample", "sQb", "sQh",
                                          "sTb", "sTh", "sTd", "sMb", "sMh", "HKV"), "i32"),
              **dict.fromkeys(("G", "GP", "D", "DP", "RP", "BLOCK_S", "NCP", "PASS", "TOPR_GIVEN", "FMA", "REVERSED", "KT_EVICT",
-                              "UPCAST"), "constexpr")}
-# one head per group; the group sum, its chunks last first and its K^T loads evicted first
-for G, PASS, FMA, BS, REV, EVICT in ((1, 0, True, 512, False, sp.SCORE_ONE_PASS_EVICT), (4, 2, False, 256, True, "evict_last")):
+                              "UPCAST", "FILTER", "HAS_SURE", "NB", "BIN_BRANCH"), "constexpr"),
+             "CAND": "*i64", **dict.fromkeys(("THRESH", "COUNT", "SURE", "IDX", "HIST"), I32),
+             **dict.fromkeys(("k", "cap"), "i32")}
+# one head per group (and with the filter on its tiles); the group sum, its chunks last first
+# and its K^T loads evicted first
+for G, PASS, FMA, BS, REV, EVICT, FILT in ((1, 0, True, 1024, False, sp.SCORE_ONE_PASS_EVICT, False),
+                                           (1, 0, True, 1024, False, sp.SCORE_ONE_PASS_EVICT, True),
+                                           (4, 2, False, 256, True, "evict_last", False)):
     CASES.append(("_score_kernel", SCORE_SIG, dict(G=G, GP=16, D=128, DP=128, RP=16, BLOCK_S=BS, NCP=32, PASS=PASS,
                                                     TOPR_GIVEN=True, FMA=FMA, REVERSED=REV, KT_EVICT=EVICT,
-                                                    UPCAST=False), 4))
+                                                    UPCAST=False, FILTER=FILT, HAS_SURE=True, NB=1024,
+                                                    BIN_BRANCH=True), 4))
+CASES.append(("_sample_kernel", {**dict.fromkeys(("Q", "KT", "QM"), "*bf16"), **dict.fromkeys(("SAMPLE", "INV_TAU"), "*fp32"),
+                                 **dict.fromkeys(("THRESH", "I1"), I32),
+                                 **dict.fromkeys(("S", "l_window", "r", "run_step", "n", "rank", "rank_sure", "sQb", "sQh",
+                                                  "sTb", "sTh", "sTd", "HKV"), "i32"),
+                                 **dict.fromkeys(("G", "GP", "D", "DP", "RP", "RUN", "TILE", "NS", "NB_LOG2", "JOINT"),
+                                                 "constexpr")},
+              dict(G=1, GP=16, D=128, DP=128, RP=16, RUN=sp.SAMPLE_RUN, TILE=sp.SAMPLE_TILE, NS=2048, NB_LOG2=10,
+                   JOINT=sp.JOINT_THRESHOLDS), 4))
 # SparQ attend with the merge by its last split program (one head; g = 4), and dense
 SPLIT_SIG = {**dict.fromkeys(("Q", "QM", "K", "V", "OUT"), "*bf16"), "IDX": I32, "COUNT": I32,
              **dict.fromkeys(("INV_TAU", "M_STAT", "L_STAT", "O_PART", "M_PART", "L_PART", "A_PART", "VBAR"), "*fp32"),
@@ -110,7 +124,7 @@ def spilled_bytes(cubin):
     return sum(int(x) for x in stacks) if p.returncode == 0 and stacks else None
 
 
-DIVISIBLE = {"S", "k", "cap", "row_stride", "sQb", "sQh", "sTb", "sTh", "sTd", "sKb", "sKh", "sKs", "sVb", "sVh", "sVs",
+DIVISIBLE = {"S", "k", "cap", "row_stride", "run_step", "sQb", "sQh", "sTb", "sTh", "sTd", "sKb", "sKh", "sKs", "sVb", "sVh", "sVs",
              "sMb", "sMh", "sYb", "sYh"}
 out = {}
 for name, sig, consts, warps in CASES:
@@ -138,11 +152,12 @@ for name, sig, consts, warps in CASES:
     stack = spilled_bytes(k.asm.get("cubin"))
     name = name + (f" pass {consts['PASS']}" if "PASS" in consts else "") + (f" g={consts['G']}" if "MIX" in consts else "") + (
         " few rows' stages" if "MIX" in consts and stages != sp.ATTEND_STAGES else "") + (
-        f" NB={consts['NB']}" if "TIES" in consts else "") + (" thresholds here" if consts.get("HERE") else "")
+        f" NB={consts['NB']}" if "TIES" in consts else "") + (" thresholds here" if consts.get("HERE") else "") + (
+        " filter" if consts.get("FILTER") else "")
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
-    if consts.get("KT_EVICT"):  # the K^T loads carry the L2 policy asked for, and stay vectors
+    if consts.get("KT_EVICT") and not consts.get("FILTER"):  # the K^T loads carry the L2 policy asked for, and stay vectors
         # (loads to registers, or the tl.dot path's asynchronous copies to shared memory)
         hinted = re.findall(r"ld\.global\.L1::\w+\.L2::cache_hint\.(v[248]\.)?b\d+", ptx) + re.findall(
             r"cp\.async\.\w+\.shared\.global\.L2::cache_hint(\s+)", ptx)
@@ -171,7 +186,8 @@ def test_kernels_compile_for_sm90():
     assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_filter_kernel thresholds here": "ok",
                    "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
-                   "_score_kernel pass 0": "ok", "_score_kernel pass 2": "ok", "_attend_kernel g=1": "ok",
+                   "_score_kernel pass 0": "ok", "_score_kernel pass 0 filter": "ok", "_score_kernel pass 2": "ok",
+                   "_sample_kernel": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok",
                    **{f"score pass {p} eviction hint": "ok" for p in (0, 2)}}, res
 
