@@ -100,7 +100,8 @@ SELECT_VARIANTS = [{}] + _IN_FILTER
 # from 37152f3+: the filter in the score kernel, its thresholds from a sample kernel before it
 # (SCORE_FILTER; the select phase then the pick alone, so the score and the select are also
 # timed together)
-STEP_VARIANTS = [{}, {"SCORE_FILTER": True}]
+STEP_VARIANTS = [{}] + [{"SCORE_FILTER": True, "SAMPLE_RUN": run, "SAMPLE_TILE": tile, "SAMPLE_MIN_WARPS": warps}
+                        for run, tile, warps in ((16, 1024, 4), (64, 1024, 4), (64, 2048, 8), (256, 2048, 8))]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
@@ -210,10 +211,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/kernels")
     ap.add_argument("--parts", default="select,step,dense", help="which of select, step, dense to run")
+    ap.add_argument("--step-shapes", default="", help="B,S,H_kv;... (default: STEP_SHAPES)")
     ap.add_argument("--pdl-variants", action="store_true", help="also PDL at the wait and PDL off (dense too)")
     args = ap.parse_args(argv)
     global PDL_ALL
     PDL_ALL = args.pdl_variants
+    if args.step_shapes:
+        STEP_SHAPES[:] = [tuple(int(v) for v in x.split(",")) for x in args.step_shapes.split(";")]
     gen = torch.Generator(device="cuda").manual_seed(21)
     res = []
     prov = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,

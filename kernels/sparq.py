@@ -134,8 +134,19 @@ FILTER_AGAINST_SCORE = True
 # (_sample_kernel: runs of SAMPLE_RUN consecutive positions, 32 bytes of each K^T row);
 # the select phase is then the pick alone
 SCORE_FILTER = False
-SAMPLE_RUN = 16
+SAMPLE_RUN = 16  # consecutive positions a run of the sample kernel's sample (at most; sample_run)
+SAMPLE_MIN_RUNS = 32  # ... so that a sample has at least this many runs (or is the row)
 SAMPLE_TILE = 1024  # sampled keys a loop step of the sample kernel
+SAMPLE_MIN_WARPS = 4  # the sample kernel's warps: as the threshold kernel's, at least this many
+
+
+def sample_run(n: int) -> int:
+    """Positions a run of a sample of n keys (a power of two, at most SAMPLE_RUN, leaving at
+    least SAMPLE_MIN_RUNS runs where n allows)."""
+    run = SAMPLE_RUN
+    while run > 1 and n // run < SAMPLE_MIN_RUNS:
+        run //= 2
+    return run
 
 
 def score_fma(G: int, r: int) -> bool:
@@ -529,17 +540,14 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
     q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP], as the score's
     q1 = tl.sum(q_sel.to(tl.float32), 0)
     scale1 = tl.sum(inv_tau * 1.4426950408889634, 0)
-    kt_base = KT + b * sTb + h * sTh + i1[:, None, None].to(tl.int64) * sTd  # [RP, 1, 1]
-    NR: tl.constexpr = TILE // RUN
-    offs_run = tl.arange(0, NR)
-    offs_j = tl.arange(0, RUN)
+    kt_base = KT + b * sTb + h * sTh + i1[:, None].to(tl.int64) * sTd  # [RP, 1]
+    offs = tl.arange(0, TILE)
     for i0 in range(0, n, TILE):
-        run = i0 // RUN + offs_run  # [NR]
-        i = run[:, None] * RUN + offs_j[None, :]  # [NR, RUN]: sample slots
-        pos = run[:, None] * run_step + offs_j[None, :]
+        i = i0 + offs  # sample slots
+        pos = (i // RUN) * run_step + i % RUN
         m = (i < n) & (pos < S)
-        kt = tl.load(kt_base + pos[None, :, :], mask=rm[:, None, None] & m[None, :, :], other=0.0)
-        score = tl.sum(q1[:, None, None] * kt.to(tl.float32), 0) * scale1  # [NR, RUN]
+        kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & m[None, :], other=0.0)  # [RP, TILE]
+        score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
         score = tl.where(pos >= S - l_window, float("inf"), score)
         tl.store(SAMPLE + pid * n + i, score, mask=m)
     tl.debug_barrier()  # the whole sample written before any thread reads it back
@@ -1051,13 +1059,14 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     sel = state.sel
     if state.score_filter:
         ns = triton.next_power_of_2(sel.n_sample)
+        run = sample_run(sel.n_sample)
         _sample_kernel[(q.shape[0] * Hkv,)](
             q, KT, sel.sample, sel.thresh, state.qm, state.inv_tau, state.i1, state.S, state.l, state.r,
-            SAMPLE_RUN * sel.sample_stride, sel.n_sample, sel.rank, sel.rank_sure,
+            run * sel.sample_stride, sel.n_sample, sel.rank, sel.rank_sure,
             q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), Hkv,
-            RP=state.rp, RUN=SAMPLE_RUN, TILE=max(SAMPLE_RUN, min(ns, SAMPLE_TILE)), NS=ns,
+            RP=state.rp, RUN=run, TILE=max(run, min(ns, SAMPLE_TILE)), NS=ns,
             NB_LOG2=sel.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
-            num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
+            num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, max(THRESH_MIN_WARPS, SAMPLE_MIN_WARPS), 16),
             **{k: v for k, v in meta.items() if k != "UPCAST"}, **pdl_args())
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,

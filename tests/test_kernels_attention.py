@@ -149,8 +149,8 @@ def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last
                                                (5000, 2500, 0, True, torch.bfloat16)])
 def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkeypatch):
     """The filter done by the score kernel (SCORE_FILTER, one head per group), its thresholds
-    found before it by the sample kernel: the sample is the scores at runs of SAMPLE_RUN
-    consecutive positions, and the thresholds, the counts, the candidates, the histogram and
+    found before it by the sample kernel: the sample is the scores at runs of consecutive
+    positions (sample_run), and the thresholds, the counts, the candidates, the histogram and
     the sure keys are what the threshold and filter kernels leave from that sample and the
     same scores; the pick then takes its main path (the candidates hold the k-th), and whole
     steps, twice over the same buffers (the pick resets the counters), match the reference
@@ -166,11 +166,14 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
     assert st.n_chunks > 1 or S < 1000
     sel = st.sel
     scores = sparq_score(q, cache, st).view(B * H, S)
-    n, run = sel.n_sample, sk.SAMPLE_RUN
+    n = sel.n_sample
+    run = sk.sample_run(n)
+    assert n // run >= sk.SAMPLE_MIN_RUNS
     i = torch.arange(n, device=DEV)
     pos = (i // run) * run * sel.sample_stride + i % run
     assert pos.max() < S and len(set(pos.tolist())) == n
-    torch.testing.assert_close(sel.sample, scores[:, pos], rtol=1e-6, atol=0)
+    # (the same products summed; on the GPU the compiler may contract them into other FMAs)
+    torch.testing.assert_close(sel.sample, scores[:, pos], rtol=1e-4, atol=1e-6)
     ws = sk.FilterWorkspace(B * H, S, kk, DEV)
     ws.sample.copy_(sel.sample)
     out = torch.full((B * H, kk), -1, dtype=torch.int32, device=DEV)

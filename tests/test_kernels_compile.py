@@ -124,7 +124,7 @@ def spilled_bytes(cubin):
     return sum(int(x) for x in stacks) if p.returncode == 0 and stacks else None
 
 
-DIVISIBLE = {"S", "k", "cap", "row_stride", "run_step", "sQb", "sQh", "sTb", "sTh", "sTd", "sKb", "sKh", "sKs", "sVb", "sVh", "sVs",
+DIVISIBLE = {"S", "k", "cap", "row_stride", "run_step", "n", "sQb", "sQh", "sTb", "sTh", "sTd", "sKb", "sKh", "sKs", "sVb", "sVh", "sVs",
              "sMb", "sMh", "sYb", "sYh"}
 out = {}
 for name, sig, consts, warps in CASES:
@@ -157,13 +157,19 @@ for name, sig, consts, warps in CASES:
     out[name] = ("local memory" if re.search(r"\bld\.local|\bst\.local", ptx) else "no entry" if ".entry" not in ptx
                  else "spills not read" if stack is None
                  else f"{stack} bytes spilled" if stack > SPILLS_ALLOWED.get(name, 0) else pdl_order(ptx))
-    if consts.get("KT_EVICT") and not consts.get("FILTER"):  # the K^T loads carry the L2 policy asked for, and stay vectors
-        # (loads to registers, or the tl.dot path's asynchronous copies to shared memory)
+    if consts.get("KT_EVICT") and not consts.get("FILTER") and consts["PASS"] == 0:
+        # the K^T loads carry the L2 policy asked for (the one-pass score's, taken), and stay
+        # vectors (the tl.dot path's asynchronous copies lose the hint with triton 3.6 for
+        # sm_90, reports/kernels/kernel_tests_073e7d6.txt; its policies are not taken)
         hinted = re.findall(r"ld\.global\.L1::\w+\.L2::cache_hint\.(v[248]\.)?b\d+", ptx) + re.findall(
             r"cp\.async\.\w+\.shared\.global\.L2::cache_hint(\s+)", ptx)
         out[f"score pass {consts['PASS']} eviction hint"] = (
             "no L2 policy in the loads" if f"L2::{consts['KT_EVICT']}" not in ptx or not hinted
             else "ok" if all(hinted) else "hinted loads not vectors")
+    if name == "_sample_kernel":  # its runs of K^T rows loaded as 16-byte vectors, not an element at a time
+        scalar = len(re.findall(r"ld\.global(\.\w+)*\.b16\b", ptx))
+        out["sample vector loads"] = "ok" if scalar <= 4 and re.search(r"ld\.global(\.\w+)*\.v4\.b32", ptx) else (
+            f"{scalar} scalar 2-byte loads")
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
@@ -187,9 +193,9 @@ def test_kernels_compile_for_sm90():
                    "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 0 filter": "ok", "_score_kernel pass 2": "ok",
-                   "_sample_kernel": "ok", "_attend_kernel g=1": "ok",
+                   "_sample_kernel": "ok", "sample vector loads": "ok", "_attend_kernel g=1": "ok",
                    "_attend_kernel g=4": "ok", "_attend_kernel g=1 few rows' stages": "ok", "_dense_partial_kernel": "ok", "pick scalar loads": "ok",
-                   **{f"score pass {p} eviction hint": "ok" for p in (0, 2)}}, res
+                   "score pass 0 eviction hint": "ok"}, res
 
 
 def test_compiled_variants_reads_each_specialisation():
