@@ -15,6 +15,9 @@ SELECT_SHAPES on fresh normal fp32 scores, each checked against torch.topk first
 ncu's WarpStateStats, Occupancy and LaunchStats sections it says what the filter's warps
 wait on (`-k regex:_filter_kernel`).
 
+`run filter` profiles the SparQ step at FILTER_SHAPES with the defaults and then with the
+selection's filter in the score kernel (SCORE_FILTER, a sample kernel before it).
+
 `run` checks the SparQ step against the float64 reference first (batch element 0, with the
 kernel's chosen positions), then profiles one step of each method at each shape.
 """
@@ -103,6 +106,45 @@ def run():
         del cache, sparq, dense
 
 
+FILTER_SHAPES = [(1, 32768, 32), (1, 131072, 32), (16, 32768, 32), (64, 4096, 32)]
+FILTER_SETTINGS = dict(SCORE_FILTER=True, SAMPLE_RUN=64, SAMPLE_TILE=1024, SAMPLE_MIN_WARPS=4)
+
+
+def run_filter():
+    """`run filter`: the SparQ step at each of FILTER_SHAPES as the defaults run it, then
+    with the filter in the score kernel (FILTER_SETTINGS: the sample kernel before it), each
+    checked against the reference first."""
+    import torch
+
+    from sparq_perf.kernels import sparq as sp
+    from sparq_perf.kernels.runners import phase_runners
+    from sparq_perf.measure.point import _random_cache, check_sparq_on_cache
+
+    gen = torch.Generator(device="cuda").manual_seed(13)
+    defaults = {n: getattr(sp, n) for n in FILTER_SETTINGS}
+    for B, S, Hkv in FILTER_SHAPES:
+        cache = _random_cache(B, Hkv, S, D, torch.bfloat16, gen)
+        q = torch.randn(B, H_Q, D, dtype=torch.bfloat16, device="cuda", generator=gen)
+        r, k = 16, S // 16
+        for settings in (defaults, FILTER_SETTINGS):
+            for n, v in settings.items():
+                setattr(sp, n, v)
+            sparq = phase_runners("sparq", q, cache, r=r, k=k, with_append=False)
+            err = check_sparq_on_cache(sparq, q, cache, r, k)
+            print(f"B={B} S={S} Hkv={Hkv} score filter {sp.SCORE_FILTER}: check rel err {err:.2e}", file=sys.stderr,
+                  flush=True)
+            sparq["sparq_decode"]()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            sparq["sparq_decode"]()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+            del sparq
+        for n, v in defaults.items():
+            setattr(sp, n, v)
+        del cache
+
+
 def table(path):
     """ncu's CSV (one row per kernel and metric) -> one line per launch, in launch order."""
     launches: dict[str, dict] = {}
@@ -123,6 +165,8 @@ def table(path):
 if __name__ == "__main__":
     if sys.argv[1:3] == ["run", "score"]:
         run_score()
+    elif sys.argv[1:3] == ["run", "filter"]:
+        run_filter()
     elif sys.argv[1:3] == ["run", "select"]:
         run_select()
     elif sys.argv[1:2] == ["run"]:

@@ -45,6 +45,11 @@ def append_runners(cache: KVCache, n: int) -> list:
     return [(lambda p=p: write_at(cache, k_new, v_new, p)) for p in positions]
 
 
+def _select_not_alone():
+    raise RuntimeError("with the filter in the score kernel (SCORE_FILTER) the select phase runs only after the "
+                       "score: time score and select together")
+
+
 class Runners(dict):
     """dict phase name -> callable; `.state` holds the method's buffers (for checking outputs)."""
 
@@ -76,6 +81,8 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
 
         runners[P.SPARQ_SCORE] = lambda: sparq_score(q, cache, st)
         runners[P.SPARQ_SELECT] = lambda: sparq_select(st)
+        if st.score_filter:  # the pick alone would find the counters it reset, and search every row whole
+            runners[P.SPARQ_SELECT] = _select_not_alone
         runners[P.SPARQ_ATTEND] = lambda: sparq_attend(q, cache, st, mix_mean=mix_mean)
         runners[P.SPARQ_DECODE] = decode
         runners.state = st

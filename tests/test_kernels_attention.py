@@ -198,6 +198,8 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
         chosen = torch.gather(st.scores, -1, st.idx.long()).sort(-1).values
         assert torch.equal(chosen, torch.topk(st.scores, kk, dim=-1).values.sort(-1).values)
     assert not SparqState(*make(1, 8, 2, S, d, dtype)[::3], r, kk, l).score_filter
+    with pytest.raises(RuntimeError, match="select phase runs only after the score"):
+        phase_runners("sparq", q, cache, r=r, k=kk, l=l)["sparq_select"]()
 
 
 @pytest.mark.parametrize("B,Hq,Hkv,S,d,dtype", [SHAPES[0], SHAPES[1]])  # one head per group; g = 4
