@@ -97,11 +97,12 @@ SELECT_VARIANTS = [{}] + _IN_FILTER
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at
 # 37152f3 the thresholds found by the filter's programs, as for the selection)
-# from 37152f3+: the filter in the score kernel, its thresholds from a sample kernel before it
-# (SCORE_FILTER; the select phase then the pick alone, so the score and the select are also
-# timed together)
-STEP_VARIANTS = [{}] + [{"SCORE_FILTER": True, "SAMPLE_RUN": run, "SAMPLE_TILE": tile, "SAMPLE_MIN_WARPS": warps}
-                        for run, tile, warps in ((16, 1024, 4), (64, 1024, 4), (64, 2048, 8), (256, 2048, 8))]
+# at 073e7d6 and d558a10: the filter in the score kernel, its thresholds from a sample kernel
+# before it (SCORE_FILTER; the select phase then the pick alone, so the score and the select
+# are also timed together), runs of 16 to 256 positions, tiles and warps of the sample kernel
+# (not taken)
+# (then, at 9f777db+, with runs of 64, the filtering score's registers capped at 96 and 72)
+STEP_VARIANTS = [{}] + [{"SCORE_FILTER": True, "SAMPLE_RUN": 64, "SCORE_FILTER_MAXNREG": n} for n in (None, 96, 72)]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

@@ -131,9 +131,14 @@ FILTER_AGAINST_SCORE = True
 # g == 1: the selection's filter done by the score kernel on the scores it has just computed
 # (no filter launch, no second read of the scores), its thresholds found before it, by a
 # launch of one program a row that does steps 1-2 and scores the row's sample itself
-# (_sample_kernel: runs of SAMPLE_RUN consecutive positions, 32 bytes of each K^T row);
-# the select phase is then the pick alone
+# (_sample_kernel: runs of up to SAMPLE_RUN consecutive positions of each K^T row); the
+# select phase is then the pick alone (runners: timed only with the score). H200, step us,
+# default -> the best of four sample settings (reports/kernels/tune_fixed_d558a10.json): B=1
+# S=8k 31.5 -> 30.6, S=32k 51.6 -> 57.1, S=128k 150.0 -> 176.0, B=8 S=16k 121.8 -> 130.1, B=64
+# S=4k 246.9 -> 283.9, B=16 S=32k 379.2 -> 370.4: slower at four of six, so off (the score
+# with the filter holds 133 registers a thread, not 64; experiments/NOTES.md)
 SCORE_FILTER = False
+SCORE_FILTER_MAXNREG = None  # a cap on the filtering score kernel's registers a thread (None: the compiler's)
 SAMPLE_RUN = 16  # consecutive positions a run of the sample kernel's sample (at most; sample_run)
 SAMPLE_MIN_RUNS = 32  # ... so that a sample has at least this many runs (or is the row)
 SAMPLE_TILE = 1024  # sampled keys a loop step of the sample kernel
@@ -1079,7 +1084,8 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT,
                             FILTER=state.score_filter, HAS_SURE=sel.rank_sure > 0, NB=sel.bins,
-                            BIN_BRANCH=BIN_BRANCH, **common)
+                            BIN_BRANCH=BIN_BRANCH, **common,
+                            **max_regs(SCORE_FILTER_MAXNREG if state.score_filter else None))
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, REVERSED=SCORE_SECOND_PASS_REVERSED,
