@@ -198,7 +198,7 @@ def tune_step(gen, res):
             for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND, "score+select"):
                 if phase == P.SPARQ_SELECT and runs[0].state.score_filter:
                     continue  # the pick alone would find its counters reset (searched from memory)
-                fns = [x[phase] if phase in x else (lambda x=x: (x[P.SPARQ_SCORE](), x[P.SPARQ_SELECT]()))
+                fns = [x[phase] if phase in x else (lambda x=x: (x[P.SPARQ_SCORE](), sp.sparq_select(x.state)))
                        for x in runs]
                 t = time_calls(fns, target_s=0.05)
                 res.append(dict(base, phase=phase, us=t["median_s"] * 1e6))
