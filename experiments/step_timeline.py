@@ -2,7 +2,9 @@
 replays it (a CUDA graph, PDL on where the GPU has it), read from the kernels' start and end
 times that PyTorch's profiler records (CUPTI).
 
-    python experiments/step_timeline.py [--out FILE]
+    python experiments/step_timeline.py [--out FILE] [--shapes "B,S,H_kv;..."] [--score-filter]
+
+(--score-filter: with the selection's filter in the score kernel, kernels.sparq.SCORE_FILTER.)
 
 For each shape in SHAPES (32 query heads, d_h = 128, bf16, SparQ at 1/8: r = 16, k = S/16):
 the step is checked against the float64 reference (batch element 0, with the kernel's chosen

@@ -17,7 +17,7 @@ and no longer have (experiments/NOTES.md): the selection in one launch, the dens
 its last split program, the searches for the k-th largest by 16-bin histograms, the sure
 threshold at few rows, and the score's and attend's tiles, warps and stages.
 
-    python experiments/tune_fixed.py --out DIR [--parts select,step,dense]
+    python experiments/tune_fixed.py --out DIR [--parts select,step,dense] [--step-shapes "B,S,H_kv;..."]
 Writes tune_fixed.json (every timed row) and prints the best settings per shape.
 """
 from __future__ import annotations
@@ -196,8 +196,10 @@ def tune_step(gen, res):
             base = dict(kind="step", B=B, S=S, Hkv=Hkv, r=r, k=k, config=cfg, check_rel_err=err, queries=len(pairs),
                         attend_splits=runs[0].state.n_splits, score_chunks=runs[0].state.n_chunks)
             for phase in (P.SPARQ_DECODE, P.SPARQ_SCORE, P.SPARQ_SELECT, P.SPARQ_ATTEND, "score+select"):
-                if phase == P.SPARQ_SELECT and runs[0].state.score_filter:
-                    continue  # the pick alone would find its counters reset (searched from memory)
+                if phase in (P.SPARQ_SCORE, P.SPARQ_SELECT) and runs[0].state.score_filter:
+                    # the pick alone would find its counters reset (searched from memory), the
+                    # score alone the counters nothing reset (its stores masked past the room)
+                    continue
                 fns = [x[phase] if phase in x else (lambda x=x: (x[P.SPARQ_SCORE](), sp.sparq_select(x.state)))
                        for x in runs]
                 t = time_calls(fns, target_s=0.05)

@@ -80,9 +80,9 @@ def phase_runners(method: str, q: torch.Tensor, cache: KVCache, r=16, k=1024, l=
             return sparq_attend(q, cache, st, mix_mean=mix_mean)
 
         runners[P.SPARQ_SCORE] = lambda: sparq_score(q, cache, st)
-        runners[P.SPARQ_SELECT] = lambda: sparq_select(st)
-        if st.score_filter:  # the pick alone would find the counters it reset, and search every row whole
-            runners[P.SPARQ_SELECT] = _select_not_alone
+        # under the score filter the pick alone would find the counters it reset (every row
+        # searched whole), and the score alone the counters it never reset (its stores masked)
+        runners[P.SPARQ_SELECT] = _select_not_alone if st.score_filter else (lambda: sparq_select(st))
         runners[P.SPARQ_ATTEND] = lambda: sparq_attend(q, cache, st, mix_mean=mix_mean)
         runners[P.SPARQ_DECODE] = decode
         runners.state = st

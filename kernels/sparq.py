@@ -283,9 +283,10 @@ def _score_kernel(
     KT_EVICT: tl.constexpr,  # the K^T loads' L2 eviction policy ("": the default)
     UPCAST: tl.constexpr,
     PDL: tl.constexpr,
-    FILTER: tl.constexpr = False,  # the filter on each tile of final scores (_filter_tile), no sample written
+    FILTER: tl.constexpr = False,  # PASS 0: the filter on each tile of its scores (_filter_tile), no sample written
     HAS_SURE: tl.constexpr = False, NB: tl.constexpr = 1, BIN_BRANCH: tl.constexpr = True,  # the filter's
 ):
+    tl.static_assert(not FILTER or PASS == 0, "the score filters only where one pass writes the scores (g == 1)")
     grid_wait(PDL)
     pid = tl.program_id(0).to(tl.int64)
     chunk_id = tl.program_id(1)
@@ -368,11 +369,7 @@ def _score_kernel(
             score = tl.sum(tl.where(gm[:, None], s_hat, 0.0), 0)  # step 5: group sum
             score = tl.where(forced, float("inf"), score)
             tl.store(SCORES + pid * S + pos, score, mask=nm)
-            if FILTER:
-                _filter_tile(score, pos, nm, pid, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
-                             BLOCK_S, HAS_SURE, NB, BIN_BRANCH, 0)
-            else:
-                _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
+            _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
     launch_next(PDL)
     if PASS == 0:
         m_i = m_s + l_i  # [GP]: only the first (the one head) is stored
@@ -527,7 +524,7 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
     """Grid (B*H_kv,), one head per group (the score's filter after it, SCORE_FILTER): steps 1-2
     as _topr_kernel, then the row's threshold sample scored here, before the score kernel:
     the scaled approximate logits (as the score kernel's multiply-adds) at n positions in runs
-    of RUN consecutive ones (32 bytes of each of the r rows of K^T), one run every run_step
+    of RUN consecutive ones (RUN x 2 bytes of each of the r rows of K^T), one run every run_step
     positions, the last l_window +inf; written to SAMPLE[row, :n] (run after run), then the
     row's thresholds and bins from it (_row_thresholds) to THRESH[row], for the filter."""
     grid_wait(PDL)
@@ -550,7 +547,7 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
     for i0 in range(0, n, TILE):
         i = i0 + offs  # sample slots
         pos = (i // RUN) * run_step + i % RUN
-        m = (i < n) & (pos < S)
+        m = i < n  # (then pos < n * (S // n) <= S; a mask on pos < S would cost the vector loads where S % 16 != 0)
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & m[None, :], other=0.0)  # [RP, TILE]
         score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
         score = tl.where(pos >= S - l_window, float("inf"), score)
@@ -1062,6 +1059,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
         q.stride(0), q.stride(1), KT.stride(0), KT.stride(1), KT.stride(2), 0, 0, Hkv,
     )
     sel = state.sel
+    row_meta = {k: v for k, v in meta.items() if k != "UPCAST"}  # of the one-program-a-row kernels
     if state.score_filter:
         ns = triton.next_power_of_2(sel.n_sample)
         run = sample_run(sel.n_sample)
@@ -1072,20 +1070,20 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
             RP=state.rp, RUN=run, TILE=max(run, min(ns, SAMPLE_TILE)), NS=ns,
             NB_LOG2=sel.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS,
             num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, max(THRESH_MIN_WARPS, SAMPLE_MIN_WARPS), 16),
-            **{k: v for k, v in meta.items() if k != "UPCAST"}, **pdl_args())
+            **row_meta, **pdl_args())
     if state.topr_kernel:
         _topr_kernel[(q.shape[0] * Hkv,)](q, state.i1, state.qm, state.inv_tau, state.r, q.stride(0), q.stride(1), Hkv,
-                                          RP=state.rp, num_warps=TOPR_WARPS, **{k: v for k, v in meta.items() if k != "UPCAST"},
-                                          **pdl_args())
-    args += (sel.thresh, sel.cand, sel.count, sel.n_sure, state.idx, sel.hist, state.k, sel.cap)
+                                          RP=state.rp, num_warps=TOPR_WARPS, **row_meta, **pdl_args())
+    # the filter's workspace (read only where the score filters: no other lengths to specialise on)
+    args += (sel.thresh, sel.cand, sel.count, sel.n_sure, state.idx, sel.hist,
+             *((state.k, sel.cap) if state.score_filter else (0, 0)))
     common = dict(RP=state.rp, BLOCK_S=state.block_s, NCP=pow2_bucket(state.n_chunks),
                   TOPR_GIVEN=state.topr_kernel or state.score_filter,
                   num_warps=num_warps or SCORE_WARPS, **meta, **pdl_args())
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT,
-                            FILTER=state.score_filter, HAS_SURE=sel.rank_sure > 0, NB=sel.bins,
-                            BIN_BRANCH=BIN_BRANCH, **common,
-                            **max_regs(SCORE_FILTER_MAXNREG if state.score_filter else None))
+                            **(dict(FILTER=True, HAS_SURE=sel.rank_sure > 0, NB=sel.bins, BIN_BRANCH=BIN_BRANCH,
+                                    **max_regs(SCORE_FILTER_MAXNREG)) if state.score_filter else {}), **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
         _score_kernel[grid](*args, PASS=2, FMA=False, REVERSED=SCORE_SECOND_PASS_REVERSED,

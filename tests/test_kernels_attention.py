@@ -22,7 +22,7 @@ triton = pytest.importorskip("triton")
 from sparq_perf.kernels import KVCache, append, sparq_decode  # noqa: E402
 from sparq_perf.kernels.reference import dense_reference, sparq_approx_scores, sparq_reference, sparq_selection_scores  # noqa: E402
 from sparq_perf.kernels.runners import phase_runners  # noqa: E402
-from sparq_perf.kernels.sparq import SparqState, sparq_score, sparq_select  # noqa: E402
+from sparq_perf.kernels.sparq import SparqState, sparq_attend, sparq_score, sparq_select  # noqa: E402
 
 INTERPRETED = os.environ["TRITON_INTERPRET"] not in ("", "0")
 DEV = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
@@ -152,9 +152,9 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
     found before it by the sample kernel: the sample is the scores at runs of consecutive
     positions (sample_run), and the thresholds, the counts, the candidates, the histogram and
     the sure keys are what the threshold and filter kernels leave from that sample and the
-    same scores; the pick then takes its main path (the candidates hold the k-th), and whole
-    steps, twice over the same buffers (the pick resets the counters), match the reference
-    and torch.topk. With g > 1 the score does not filter."""
+    same scores; the pick then has its main path's counts (the candidates hold the k-th), and
+    whole steps, twice over the same buffers (the pick resets the counters, the score fills
+    them again), match the reference and torch.topk. With g > 1 the score does not filter."""
     from sparq_perf.kernels import sparq as sk
 
     monkeypatch.setattr(sk, "SCORE_FILTER", True)
@@ -192,7 +192,12 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
     test_sparq_matches_reference(B, H, H, S, d, dtype, True)
     for _ in range(2):
         st.out.fill_(float("nan"))
-        got = sparq_decode(q, cache, r=r, k=kk, l=l, state=st)
+        sparq_score(q, cache, st)  # the counters the pick left at zero, filled again: its main path
+        for row in range(B * H):
+            assert kk - int(sel.n_sure[row]) <= int(sel.count[row]) <= sel.cap
+        sparq_select(st)
+        assert (sel.count == 0).all() and (sel.n_sure == 0).all() and (sel.hist == 0).all()
+        got = sparq_attend(q, cache, st)
         ref, _ = sparq_reference(q.double(), k.double(), v.double(), cache.v_bar.double(), r, kk, l, True, i2=st.idx)
         assert rel_err(got, ref) < TOL[dtype]
         chosen = torch.gather(st.scores, -1, st.idx.long()).sort(-1).values
@@ -311,6 +316,7 @@ def test_steps_replayed_in_a_cuda_graph_match_eager_calls(Hkv, score_filter, mon
     monkeypatch.setattr(sk, "SCORE_FILTER", score_filter)
     sets = [make(4, 8, Hkv, 5000, 128, torch.bfloat16) for _ in range(2)]
     sparq = [phase_runners("sparq", q, cache, r=16, k=400, l=4, with_append=False) for q, _, _, cache in sets]
+    assert all(x.state.score_filter == (score_filter and Hkv == 8) for x in sparq)
     dense = [phase_runners("dense", q, cache, with_append=False) for q, _, _, cache in sets]
     steps = [x["sparq_decode"] for x in sparq] + [x["dense_decode"] for x in dense]
     eager = [f().clone() for f in steps]
