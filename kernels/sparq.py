@@ -266,6 +266,20 @@ def _store_sample(dst, score, pos, valid, s_stride, n_sample):
 
 
 @triton.jit
+def _one_head_q(q_sel, scale):
+    """One head per group: its query at the top-r components [RP] (fp32) and its logits'
+    scale, from the [GP, RP] tile and [GP] scales whose padded rows are zero."""
+    return tl.sum(q_sel.to(tl.float32), 0), tl.sum(scale, 0)
+
+
+@triton.jit
+def _one_head_logits(q1, kt, scale1):
+    """The one head's scaled approximate logits (log2 domain) [BLOCK] from the r rows of K^T
+    [RP, BLOCK]: r multiply-adds a position (the score kernel's and the sample kernel's)."""
+    return tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
+
+
+@triton.jit
 def _score_kernel(
     Q, KT, SCORES, SAMPLE, QM, INV_TAU, I1, M_PART, L_PART,
     S, S_load, chunk, n_chunks, l_window, r, s_stride, n_sample,
@@ -330,9 +344,8 @@ def _score_kernel(
     l_i = tl.zeros([GP], tl.float32)
     m_s = tl.full([], -float("inf"), tl.float32)
     l_s = tl.zeros([], tl.float32)
-    if FMA:  # row 0 is the one head; the padded rows are zero
-        q1 = tl.sum(q_sel.to(tl.float32), 0)  # [RP]
-        scale1 = tl.sum(scale, 0)
+    if FMA:
+        q1, scale1 = _one_head_q(q_sel, scale)
     offs_s = tl.arange(0, BLOCK_S)
     for n0 in range(start, end, BLOCK_S):
         pos = n0 + offs_s
@@ -342,7 +355,7 @@ def _score_kernel(
                      eviction_policy=KT_EVICT)  # [RP, BLOCK_S]
         forced = pos >= S - l_window  # step 4
         if FMA:  # the one head's logits, [BLOCK_S]
-            score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
+            score = _one_head_logits(q1, kt, scale1)
         else:
             z = dot(q_sel, kt, UPCAST) * scale[:, None]  # step 3 logits, log2 domain, [GP, BLOCK_S]
         if PASS == 0:  # one head: its statistics from its [BLOCK_S] logits, not the padded rows
@@ -540,8 +553,7 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
     rm = offs_r < r
     q_ptr = Q + b * sQb + (h * G + offs_g)[:, None] * sQh
     q_sel = tl.load(q_ptr + i1[None, :], mask=gm[:, None] & rm[None, :], other=0.0)  # [GP, RP], as the score's
-    q1 = tl.sum(q_sel.to(tl.float32), 0)
-    scale1 = tl.sum(inv_tau * 1.4426950408889634, 0)
+    q1, scale1 = _one_head_q(q_sel, inv_tau * 1.4426950408889634)
     kt_base = KT + b * sTb + h * sTh + i1[:, None].to(tl.int64) * sTd  # [RP, 1]
     offs = tl.arange(0, TILE)
     for i0 in range(0, n, TILE):
@@ -549,7 +561,7 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
         pos = (i // RUN) * run_step + i % RUN
         m = i < n  # (then pos < n * (S // n) <= S; a mask on pos < S would cost the vector loads where S % 16 != 0)
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & m[None, :], other=0.0)  # [RP, TILE]
-        score = tl.sum(q1[:, None] * kt.to(tl.float32), 0) * scale1
+        score = _one_head_logits(q1, kt, scale1)
         score = tl.where(pos >= S - l_window, float("inf"), score)
         tl.store(SAMPLE + pid * n + i, score, mask=m)
     tl.debug_barrier()  # the whole sample written before any thread reads it back
