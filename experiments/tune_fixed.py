@@ -92,7 +92,10 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
 _IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
-SELECT_VARIANTS = [{}] + _IN_FILTER
+# (at 2a?: the filter's writes by inline PTX (the default) or by tl.store / tl.atomic_add, and
+# its tiles of 256 and 1024 keys a warp with them)
+_ASM = [{"FILTER_ASM_WRITES": False}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 256}]
+SELECT_VARIANTS = [{}] + _ASM
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at
@@ -102,7 +105,7 @@ SELECT_VARIANTS = [{}] + _IN_FILTER
 # are also timed together), runs of 16 to 256 positions, tiles and warps of the sample kernel
 # (not taken)
 # (then, at 9f777db+, with runs of 64, the filtering score's registers capped at 96 and 72)
-STEP_VARIANTS = [{}] + [{"SCORE_FILTER": True, "SAMPLE_RUN": 64, "SCORE_FILTER_MAXNREG": n} for n in (None, 96, 72)]
+STEP_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"FILTER_BLOCK": 1024}, {"SCORE_FILTER": True, "SAMPLE_RUN": 64}]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

@@ -299,6 +299,7 @@ def _score_kernel(
     PDL: tl.constexpr,
     FILTER: tl.constexpr = False,  # PASS 0: the filter on each tile of its scores (_filter_tile), no sample written
     HAS_SURE: tl.constexpr = False, NB: tl.constexpr = 1, BIN_BRANCH: tl.constexpr = True,  # the filter's
+    ASM_WRITES: tl.constexpr = False,
 ):
     tl.static_assert(not FILTER or PASS == 0, "the score filters only where one pass writes the scores (g == 1)")
     grid_wait(PDL)
@@ -369,7 +370,7 @@ def _score_kernel(
             tl.store(SCORES + pid * S + pos, score, mask=nm)
             if FILTER:
                 _filter_tile(score, pos, nm, pid, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
-                             BLOCK_S, HAS_SURE, NB, BIN_BRANCH, 0)
+                             BLOCK_S, HAS_SURE, NB, BIN_BRANCH, 0, ASM_WRITES)
             else:
                 _store_sample(SAMPLE + pid * n_sample, score, pos, nm, s_stride, n_sample)
         if PASS == 1:
@@ -620,7 +621,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
                    BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
                    SCALAR_LOADS: tl.constexpr, REVERSED: tl.constexpr,
                    HERE: tl.constexpr, NS: tl.constexpr, NB_LOG2: tl.constexpr, JOINT: tl.constexpr,
-                   PDL: tl.constexpr):
+                   PDL: tl.constexpr, ASM_WRITES: tl.constexpr = False):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -656,13 +657,13 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
         t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
         t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
     _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
-                 BLOCK, HAS_SURE, NB, BIN_BRANCH, PDL)
+                 BLOCK, HAS_SURE, NB, BIN_BRANCH, PDL, ASM_WRITES)
 
 
 @triton.jit
 def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
                  BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
-                 PDL: tl.constexpr):
+                 PDL: tl.constexpr, ASM_WRITES: tl.constexpr):
     """One tile's part of the filter (_filter_kernel), on scores x at positions pos (valid)
     of a row whose thresholds are given: the sure keys' positions to the output, the
     candidates appended and counted in their bins. PDL: the next kernel let launch between
@@ -674,16 +675,45 @@ def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, I
         n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
             slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
-            tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
+            if ASM_WRITES:
+                _store_where(sure & (slot < k), IDX + row * k + slot, pos)
+            else:
+                tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
         take = take & (key < t_sure)
     launch_next(PDL)
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
         m = take & (slot < cap)
-        tl.store(CAND + row * cap + slot, _pack(key, pos), mask=m)
         b = _bin_of(x, key, t_lo, x_lo, w, NB, BIN_BRANCH)
-        tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
+        if ASM_WRITES:
+            _append_and_count(take, m, CAND + row * cap + slot, key, pos, HIST + row * NB + b)
+        else:
+            tl.store(CAND + row * cap + slot, _pack(key, pos), mask=m)
+            tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
+
+
+@triton.jit
+def _store_where(m, ptr, v):
+    """tl.store(ptr, v, mask=m) of 32-bit v by a predicated PTX store an element, in v's layout
+    (as _append_and_count)."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p st.global.b32 [$2], $3; mov.b32 $0, 0; }",
+        "=r,r,l,r", [m.to(tl.int32), ptr, v], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _append_and_count(take, m, cand, key, pos, hist):
+    """Each taken key counted in its bin (a relaxed add at `hist`), and, where m too, stored at
+    `cand` as _pack would (position in the low word, order key in the high), by one
+    predicated PTX store and reduction an element: in the layout the keys were loaded in.
+    (tl.store and tl.atomic_add with data-dependent addresses take one element a thread:
+    every pointer, mask and value would move between the layouts through shared memory.)"""
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred pt, ps; setp.ne.s32 pt, $1, 0; setp.eq.s32 ps, $1, 2; "
+        "@ps st.global.v2.b32 [$2], {$3, $4}; @pt red.global.add.u32 [$5], 1; mov.b32 $0, 0; }",
+        "=r,r,l,r,r,l", [take.to(tl.int32) + m.to(tl.int32), cand, pos, key.to(tl.int32, bitcast=True), hist],
+        dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -1095,6 +1125,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT,
                             **(dict(FILTER=True, HAS_SURE=sel.rank_sure > 0, NB=sel.bins, BIN_BRANCH=BIN_BRANCH,
+                                    ASM_WRITES=FILTER_ASM_WRITES and not INTERPRET,
                                     **max_regs(SCORE_FILTER_MAXNREG)) if state.score_filter else {}), **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
@@ -1181,6 +1212,10 @@ PICK_TIES = 64
 # 188.1 -> 188.6. The filter's lost where the rows are many (72 -> 96 registers): 2048 x 16k
 # 177.0 -> 188.6, B=16 S=32k select 79.1 -> 81.9; at few rows within 0.3 us. So the pick only.
 FILTER_SCALAR_LOADS = False
+# the filter's candidate stores and histogram counts by inline PTX, in the layout its scores
+# were loaded in (_append_and_count; compiled only: the interpreter runs tl.store and
+# tl.atomic_add, the same writes)
+FILTER_ASM_WRITES = True
 PICK_SCALAR_LOADS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)
@@ -1335,6 +1370,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
                                                        SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
                                                        HERE=ws.threshold_in_filter, **sample,
+                                                       ASM_WRITES=FILTER_ASM_WRITES and not INTERPRET,
                                                        num_warps=ws.filter_warps,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count

@@ -36,11 +36,12 @@ FILTER_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COU
               **dict.fromkeys(("S", "k", "cap"), "i32"), "SRC": "*fp32",
               **dict.fromkeys(("row_stride", "stride", "n", "rank", "rank_sure"), "i32"),
               **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "REVERSED", "HERE", "NS", "NB_LOG2",
-                               "JOINT"), "constexpr")}
+                               "JOINT", "ASM_WRITES"), "constexpr")}
 for here, warps in ((False, 1), (True, 4)):  # after the threshold kernel; the thresholds found by each program
     CASES.append(("_filter_kernel", FILTER_SIG, {"BLOCK": 512 * warps, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True,
                                                  "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS, "REVERSED": True, "HERE": here,
-                                                 "NS": 2048, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS}, warps))
+                                                 "NS": 2048, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS,
+                                                 "ASM_WRITES": sp.FILTER_ASM_WRITES}, warps))
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
             **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")}
@@ -173,6 +174,14 @@ for name, sig, consts, warps in CASES:
                              target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
         v4 = [len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", p)) for p in (ptx, one)]
         out["sample vector loads"] = "ok" if v4[0] >= v4[1] + 16 else f"16-byte loads {v4[0]}, with runs of one {v4[1]}"
+    if name == "_filter_kernel" and consts["ASM_WRITES"]:
+        # its candidates, sure positions and bin counts written by inline PTX in the layout
+        # the scores were loaded in: no value, mask or pointer through shared memory (tl.store
+        # and tl.atomic_add move them there, one element a thread)
+        other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "ASM_WRITES": False}, attrs=attrs),
+                               target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
+        sts = [len(re.findall(r"\bst\.shared", p)) for p in (ptx, other)]
+        out["filter writes in place"] = "ok" if sts[0] == 0 < sts[1] else f"shared stores {sts[0]} (PTX writes), {sts[1]}"
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
@@ -192,7 +201,7 @@ def test_kernels_compile_for_sm90():
     res = json.loads(p.stdout.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"])
-    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_filter_kernel thresholds here": "ok",
+    assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_filter_kernel thresholds here": "ok", "filter writes in place": "ok",
                    "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 0 filter": "ok", "_score_kernel pass 2": "ok",
