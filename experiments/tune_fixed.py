@@ -92,7 +92,7 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
 _IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
-# (at 2a?: the filter's writes by inline PTX (the default) or by tl.store / tl.atomic_add, and
+# (at c4108f5: the filter's writes by inline PTX (the default) or by tl.store / tl.atomic_add, and
 # its tiles of 256 and 1024 keys a warp with them)
 _ASM = [{"FILTER_ASM_WRITES": False}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 256}]
 SELECT_VARIANTS = [{}] + _ASM
