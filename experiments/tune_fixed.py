@@ -92,10 +92,11 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
 _IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
-# (at c4108f5: the filter's writes by inline PTX (the default) or by tl.store / tl.atomic_add, and
-# its tiles of 256 and 1024 keys a warp with them)
-_ASM = [{"FILTER_ASM_WRITES": False}, {"FILTER_BLOCK": 1024}, {"FILTER_BLOCK": 256}]
-SELECT_VARIANTS = [{}] + _ASM
+# (at cb2545b: the filter's writes by inline PTX (taken) or by tl.store / tl.atomic_add, and
+# its tiles of 256 and 1024 keys a warp with them (not taken); after it, the PTX writes'
+# addresses clamped to the room (no second predicate) and the sample read from the scores in
+# runs of 16 keys (the default) or at every stride-th position)
+SELECT_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"SAMPLE_RUN_KEYS": 1}]
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at
@@ -105,7 +106,9 @@ SELECT_VARIANTS = [{}] + _ASM
 # are also timed together), runs of 16 to 256 positions, tiles and warps of the sample kernel
 # (not taken)
 # (then, at 9f777db+, with runs of 64, the filtering score's registers capped at 96 and 72)
-STEP_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"FILTER_BLOCK": 1024}, {"SCORE_FILTER": True, "SAMPLE_RUN": 64}]
+# (at cb2545b the PTX writes, the filter's tiles of 1024 keys and the score filter with runs of
+# 64 (the PTX writes there too))
+STEP_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}]
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 

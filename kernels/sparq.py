@@ -498,10 +498,11 @@ def _bit_length(x):
 
 @triton.jit
 def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
-                      JOINT: tl.constexpr, PDL: tl.constexpr):
+                      JOINT: tl.constexpr, PDL: tl.constexpr, RUN: tl.constexpr = 1):
     """Grid (rows,): about the rank-th largest key of a row's sample of n <= NS keys, read at
-    SRC[row * row_stride + i * stride] (the scores at every stride-th position, or the
-    sample the score kernel wrote contiguously): the top 16 bits of that key, the rest
+    SRC[row * row_stride + (i // RUN) * RUN * stride + i % RUN] (the scores in runs of RUN
+    consecutive positions, one run every RUN * stride, or with RUN * stride = 1 the sample the
+    score kernel wrote contiguously): the top 16 bits of that key, the rest
     cleared, so at most that key and below it by under 1/128 of its value (7 mantissa bits kept);
     where rank_sure > 0, the sure threshold just above the rank_sure-th largest sampled
     key (its top 16 bits rounded up), else 0xFFFFFFFF; and the pick's bins, 2**NB_LOG2 of
@@ -517,7 +518,8 @@ def _threshold_kernel(SRC, THRESH, row_stride, stride, n, rank, rank_sure, NS: t
     (threshold, sure, threshold's score, shift or bins per unit) as int32 bits."""
     grid_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
-    t, t_sure, x_lo, w = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL)
+    t, t_sure, x_lo, w = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL,
+                                         RUN)
     _store_thresholds(THRESH + 4 * row, t, t_sure, x_lo, w)
 
 
@@ -566,20 +568,20 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
         score = tl.where(pos >= S - l_window, float("inf"), score)
         tl.store(SAMPLE + pid * n + i, score, mask=m)
     tl.debug_barrier()  # the whole sample written before any thread reads it back
-    t, t_sure, x_lo, w = _row_thresholds(SAMPLE, pid, n, 1, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL)
+    t, t_sure, x_lo, w = _row_thresholds(SAMPLE, pid, n, 1, n, rank, rank_sure, NS, NB_LOG2, JOINT, PDL, 1)
     _store_thresholds(THRESH + 4 * pid, t, t_sure, x_lo, w)
 
 
 @triton.jit
 def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
-                    JOINT: tl.constexpr, PDL: tl.constexpr):
+                    JOINT: tl.constexpr, PDL: tl.constexpr, RUN: tl.constexpr):
     """_threshold_kernel's work for one row: (threshold, sure threshold) as order keys, the
     threshold's score and the bins' shift or bins per unit (int32 bits). PDL: the next kernel
     let launch once the threshold is known (0: not here)."""
     i = tl.arange(0, NS)
     in_sample = i < n
-    sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + i.to(tl.int64) * stride,
-                                                     mask=in_sample, other=0.0)), 0)
+    at = (i // RUN).to(tl.int64) * (RUN * stride) + i % RUN
+    sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + at, mask=in_sample, other=0.0)), 0)
     key16 = sample >> 16
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
     top = tl.max(tl.where(sample < 0xFF800000, sample, 0), 0)  # the largest finite key (+inf: forced positions)
@@ -621,7 +623,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
                    BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
                    SCALAR_LOADS: tl.constexpr, REVERSED: tl.constexpr,
                    HERE: tl.constexpr, NS: tl.constexpr, NB_LOG2: tl.constexpr, JOINT: tl.constexpr,
-                   PDL: tl.constexpr, ASM_WRITES: tl.constexpr = False):
+                   PDL: tl.constexpr, ASM_WRITES: tl.constexpr = False, RUN: tl.constexpr = 1):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -648,7 +650,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
         grid_wait(PDL)
         x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
         t_lo, t_sure, x_lo, w = _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS, NB_LOG2, JOINT,
-                                                0)
+                                                0, RUN)
         if tile == 0:
             _store_thresholds(THRESH + 4 * row, t_lo, t_sure, x_lo, w)
     else:
@@ -676,7 +678,8 @@ def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, I
         if n_sure > 0:
             slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
             if ASM_WRITES:
-                _store_where(sure & (slot < k), IDX + row * k + slot, pos)
+                # past k: the pick searches the whole row instead (the last slot's write is lost)
+                _store_where(sure, IDX + row * k + tl.minimum(slot, k - 1), pos)
             else:
                 tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
         take = take & (key < t_sure)
@@ -684,12 +687,12 @@ def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, I
     n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
         slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
-        m = take & (slot < cap)
         b = _bin_of(x, key, t_lo, x_lo, w, NB, BIN_BRANCH)
         if ASM_WRITES:
-            _append_and_count(take, m, CAND + row * cap + slot, key, pos, HIST + row * NB + b)
+            # past the room: the pick searches the whole row instead (the last slot's write is lost)
+            _append_and_count(take, CAND + row * cap + tl.minimum(slot, cap - 1), key, pos, HIST + row * NB + b)
         else:
-            tl.store(CAND + row * cap + slot, _pack(key, pos), mask=m)
+            tl.store(CAND + row * cap + slot, _pack(key, pos), mask=take & (slot < cap))
             tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
 
 
@@ -703,16 +706,16 @@ def _store_where(m, ptr, v):
 
 
 @triton.jit
-def _append_and_count(take, m, cand, key, pos, hist):
-    """Each taken key counted in its bin (a relaxed add at `hist`), and, where m too, stored at
-    `cand` as _pack would (position in the low word, order key in the high), by one
-    predicated PTX store and reduction an element: in the layout the keys were loaded in.
+def _append_and_count(take, cand, key, pos, hist):
+    """Each taken key counted in its bin (a relaxed add at `hist`) and stored at `cand` as
+    _pack would (position in the low word, order key in the high), by one predicated PTX
+    store and reduction an element: in the layout the keys were loaded in.
     (tl.store and tl.atomic_add with data-dependent addresses take one element a thread:
     every pointer, mask and value would move between the layouts through shared memory.)"""
     return tl.inline_asm_elementwise(
-        "{ .reg .pred pt, ps; setp.ne.s32 pt, $1, 0; setp.eq.s32 ps, $1, 2; "
-        "@ps st.global.v2.b32 [$2], {$3, $4}; @pt red.global.add.u32 [$5], 1; mov.b32 $0, 0; }",
-        "=r,r,l,r,r,l", [take.to(tl.int32) + m.to(tl.int32), cand, pos, key.to(tl.int32, bitcast=True), hist],
+        "{ .reg .pred p; setp.ne.s32 p, $1, 0; "
+        "@p st.global.v2.b32 [$2], {$3, $4}; @p red.global.add.u32 [$5], 1; mov.b32 $0, 0; }",
+        "=r,r,l,r,r,l", [take.to(tl.int32), cand, pos, key.to(tl.int32, bitcast=True), hist],
         dtype=tl.int32, is_pure=False, pack=1)
 
 
@@ -1278,7 +1281,11 @@ class FilterWorkspace:
     def __init__(self, rows: int, S: int, k: int, device, n_sample: int | None = None):
         self.S, self.k = S, k
         self.n_sample = min(S, n_sample or sample_size(S))
-        self.sample_stride = S // self.n_sample  # the sample: positions i * sample_stride, i < n_sample
+        self.sample_stride = S // self.n_sample  # one key in sample_stride
+        # read from the scores (topk_indices), the sample is runs of sample_run consecutive
+        # positions, one every sample_run * sample_stride (sample_positions); the score
+        # kernel writes the step's at every sample_stride-th position
+        self.sample_run = int(plan.sample_run(S, self.n_sample))
         self.rank = sample_rank(S, k, self.n_sample)
         self.sure = uses_sure(S, k, self.n_sample, rows)
         self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
@@ -1311,6 +1318,11 @@ class FilterWorkspace:
     def cpos(self):
         """The candidates' positions, a view of their low words."""
         return self.cand.view(torch.int32)[:, 0::2]
+
+    def sample_positions(self) -> torch.Tensor:
+        """The positions of the sample the threshold kernel reads from the scores (int64)."""
+        i = torch.arange(self.n_sample, device=self.thresh.device)
+        return (i // self.sample_run) * self.sample_run * self.sample_stride + i % self.sample_run
 
     def reset(self):
         """Counters and histogram as the pick leaves them, after a filter pass run alone."""
@@ -1358,7 +1370,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
-    sample = dict(NS=ns, NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS)
+    sample = dict(NS=ns, NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS, RUN=1 if sampled else ws.sample_run)
     if not ws.threshold_in_filter:
         _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, **sample,
                                    num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),

@@ -14,6 +14,15 @@ import numpy as np
 SAMPLE_MIN, SAMPLE_MAX = 256, 8192  # keys in a row's sample (the whole row when shorter)
 SAMPLE_STRIDE = 16  # at most one key in this many (4-byte keys: every other 32-byte sector)
 SAMPLE_SIGMAS = 6.0
+# read from the scores (the selection alone), the sample is runs of this many consecutive
+# keys (64 B), one run every SAMPLE_RUN_KEYS * stride positions: 1/stride of the rows' lines,
+# where one key every stride-th position (64 B apart at stride 16) touched every line of
+# DRAM (H200, 2048 x 16k: the threshold kernel read 134 MB in 46 us,
+# reports/kernels/ncu_select_cb2545b.csv). The score kernel writes the step's sample at every
+# stride-th position. On independent scores both are samples of the same size; on scores
+# correlated along the row a run's keys are alike, so the threshold spreads more than
+# SAMPLE_SIGMAS allows for (exact still: the pick's fallback; experiments/NOTES.md)
+SAMPLE_RUN_KEYS = 16
 # keys per program of the filter pass (a grid of rows x tiles of S), in one warp (the
 # kernels' FILTER_WARPS). H200, 2048 -> 1024 keys in 4 warps (reports/kernels/
 # tune_fixed_b16b0db.json): select in the step B=16 S=32k 101.9 -> 90.1 us, B=64 S=4k 79.8 ->
@@ -58,6 +67,14 @@ def sample_size(S, lo=SAMPLE_MIN, hi=SAMPLE_MAX, stride=SAMPLE_STRIDE):
     S = np.asarray(S, dtype=np.int64)
     n = np.exp2(np.floor(np.log2(np.maximum(S // stride, 1)))).astype(np.int64)
     return np.minimum(S, np.clip(n, lo, hi))
+
+
+def sample_run(S, n):
+    """Consecutive keys a run of the sample of n keys read from rows of S scores:
+    SAMPLE_RUN_KEYS, at most the largest power of two <= n; 1 where the sample is the row."""
+    S, n, run = np.asarray(S, np.int64), np.asarray(n, np.int64), SAMPLE_RUN_KEYS
+    p2 = np.exp2(np.floor(np.log2(np.maximum(n, 1)))).astype(np.int64)
+    return np.where(n >= S, 1, np.minimum(run, p2)).astype(np.int64)
 
 
 def sample_rank(S, k, n, sigmas=SAMPLE_SIGMAS):

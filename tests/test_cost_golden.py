@@ -84,7 +84,7 @@ def test_dense_attention_bytes_by_hand():
     assert c.bytes_written == 2 * 32 * 128 * 2
 
 
-def test_sparq_phase_bytes_by_hand():
+def test_sparq_phase_bytes_by_hand(monkeypatch):
     B, S, Hq, Hkv, d, r, k = 1, 4096, 32, 32, 128, 32, 128
     w = Workload(B, S, Hq, Hkv, d, r, k, 0, 2.0, 2.0)
     c = attention_costs("sparq", w, SparqImpl(scores_in_memory=True, select_filter=False))
@@ -108,9 +108,14 @@ def test_sparq_phase_bytes_by_hand():
     assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 16,
                           "histogram": n * 256 * 4}
     assert sel.launches == 3
-    # a sample read from the scores costs a 32-byte sector per key
+    # a sample read from the scores: runs of 16 consecutive keys (64 B, two whole sectors), 4 B a key
     apart = attention_costs("sparq", w, SparqImpl(sample_in_score=False))
-    assert apart[P.SPARQ_SELECT].reads["sample"] == n * 256 * 32 and "sample" not in apart[P.SPARQ_SCORE].writes
+    assert apart[P.SPARQ_SELECT].reads["sample"] == n * 256 * 4 and "sample" not in apart[P.SPARQ_SCORE].writes
+    # runs of 4 keys (16 B) would cost a 32-byte sector a run: 8 B a key
+    from sparq_perf import select_plan
+    monkeypatch.setattr(select_plan, "SAMPLE_RUN_KEYS", 4)
+    assert attention_costs("sparq", w, SparqImpl(sample_in_score=False))[P.SPARQ_SELECT].reads["sample"] == n * 256 * 8
+    monkeypatch.undo()
     fused = attention_costs("sparq", w, SparqImpl(scores_in_memory=False))
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0
@@ -231,3 +236,13 @@ def test_attend_grid_caps_blocks_a_program_where_rows_are_few():
     assert SplitGrid(32, 8192, 64, 4.0, 2.0).programs(132) == 32 * 9  # no cap (the default)
     assert np.array_equal(SplitGrid(np.array([32, 512]), 8192, 64, 4.0, 2.0, max_blocks_few=8.0).programs(132),
                           [32 * 16, 512 * 2])
+
+
+def test_sample_runs_by_hand():
+    """Runs of the sample read from the scores: 16 keys, fewer only where the sample is
+    smaller (the largest power of two in it), one key where the sample is the whole row."""
+    from sparq_perf import select_plan
+    assert select_plan.sample_run(16384, 1024) == 16
+    assert select_plan.sample_run(8000, 10) == 8
+    assert select_plan.sample_run(300, 300) == 1
+    assert list(select_plan.sample_run([4096, 100], [256, 100])) == [16, 1]

@@ -176,7 +176,9 @@ def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch
     assert (0 < ws.rank_sure < ws.rank) if sure else ws.rank_sure == 0
     sparq_module.filter_candidates(scores, ws)
     got = ws.thresh.to(torch.int64).cpu() & 0xFFFFFFFF
-    key16 = _order_keys(scores[:, : n * ws.sample_stride : ws.sample_stride].cpu()) >> 16
+    # the sample: runs of 16 consecutive positions, one every 16 * 31
+    assert ws.sample_run == 16 and ws.sample_positions()[15:18].tolist() == [15, 16 * 31, 16 * 31 + 1]
+    key16 = _order_keys(scores[:, ws.sample_positions()].cpu()) >> 16
     desc = key16.sort(-1, descending=True).values
     assert torch.equal(got[:, 0], desc[:, ws.rank - 1] << 16)
     if sure:

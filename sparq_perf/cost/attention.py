@@ -134,7 +134,7 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
 
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
-    else a sector each from the scores), the candidates written and read back once, each an
+    else from the scores in runs of select_plan.sample_run keys, each run whole sectors), the candidates written and read back once, each an
     8-byte key and position, a threshold per row (with the origin and scale of its bins), and
     the pick's histogram per row read and cleared, in three launches. Where the sure threshold
     is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
@@ -157,7 +157,10 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
     c = plan.picked_from(positions, chosen, m, sure)
     slots = plan.pick_slots_held(positions, chosen, m, sure)
-    per_key = STAT_BYTES if impl.sample_in_score else impl.sector_bytes
+    # from the scores: runs of consecutive keys, each run whole sectors
+    run = plan.sample_run(positions, m)
+    per_key = STAT_BYTES if impl.sample_in_score else (
+        np.ceil(run * STAT_BYTES / impl.sector_bytes) * impl.sector_bytes / run)
     reads["sample"] = n * np.where(m < positions, m * per_key, 0.0)
     bins = plan.pick_bins(positions)
     reads["candidates"] = n * c * (STAT_BYTES + INDEX_BYTES)
