@@ -91,12 +91,13 @@ STEP_SHAPES = [(1, 32768, 32), (1, 131072, 32), (1, 8192, 32), (1, 32768, 8), (4
 # --pdl-variants adds PDL at the wait and off (the 3f3f7bf run's)
 PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every kernel, dense too
 # (at 3855a2a: the joint thresholds against one search after the other)
-_IN_FILTER = [{"THRESHOLD_IN_FILTER_MAX_ROWS": n} for n in (32, 128, 512)]
 # (at cb2545b: the filter's writes by inline PTX (taken) or by tl.store / tl.atomic_add, and
 # its tiles of 256 and 1024 keys a warp with them (not taken); after it, the PTX writes'
 # addresses clamped to the room (no second predicate) and the sample read from the scores in
-# runs of 16 keys (the default) or at every stride-th position)
-SELECT_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"SAMPLE_RUN_KEYS": 1}]
+# runs of 16 keys (the default) or at every stride-th position; the pick's registers capped at
+# 64 and its programs at 16 candidate slots a thread (twice the warps))
+SELECT_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"SAMPLE_RUN_KEYS": 1}, {"PICK_MAXNREG": 64},
+                   {"PICK_KEYS_PER_THREAD": 16}]
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at

@@ -1157,6 +1157,7 @@ PICK_KEYS_PER_THREAD = 32  # candidates per thread of the pick kernel (its warps
 # reports/kernels/tune_sparq_4131807.json)
 PICK_KEYS_PER_THREAD_FEW = 16
 PICK_MIN_WARPS = 4
+PICK_MAXNREG = None  # a cap on the pick's registers a thread (None: the compiler's; tuning)
 THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 # where the sure threshold is used, its search and the lower threshold's share each round's
 # block reduction (8 reductions of 16-bit keys, not 16 one search after the other). H200
@@ -1417,7 +1418,8 @@ def _pick(scores, ws: FilterWorkspace, out):
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,
                           CAPB=capb, BLOCK=PICK_TILE, ONESHOT=oneshot, NB=ws.bins, TIES=ws.ties, BIN_BRANCH=BIN_BRANCH,
-                          SCALAR_LOADS=PICK_SCALAR_LOADS, num_warps=warps, **row_kernel_pdl("pick", rows))
+                          SCALAR_LOADS=PICK_SCALAR_LOADS, num_warps=warps, **max_regs(PICK_MAXNREG),
+                          **row_kernel_pdl("pick", rows))
     return out
 
 
