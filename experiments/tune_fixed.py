@@ -96,8 +96,13 @@ PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every ker
 # addresses clamped to the room (no second predicate) and the sample read from the scores in
 # runs of 16 keys (the default) or at every stride-th position; the pick's registers capped at
 # 64 and its programs at 16 candidate slots a thread (twice the warps))
-SELECT_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"SAMPLE_RUN_KEYS": 1}, {"PICK_MAXNREG": 64},
-                   {"PICK_KEYS_PER_THREAD": 16}]
+# (taken: the runs and the clamp; not: the pick's cap and its slots); after it (4bb4d63), the
+# threshold kernel in one warp (32 or 64 sampled keys a thread), the filter's registers capped
+# at 88 (its count before the PTX writes), and the pick's slots in one tile up to 16 rows an SM
+_ROW_KERNELS = [{"THRESH_KEYS_PER_THREAD": 32, "THRESH_MIN_WARPS": 1},
+                {"THRESH_KEYS_PER_THREAD": 64, "THRESH_MIN_WARPS": 1},
+                {"FILTER_MAXNREG": 88}, {"PICK_ONESHOT_ROWS_PER_SM": 16}]
+SELECT_VARIANTS = [{}] + _ROW_KERNELS
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the
 # queries rotated: g == 1's eviction and filter order each and together (taken together); at
@@ -109,7 +114,7 @@ SELECT_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}, {"SAMPLE_RUN_KEYS": 1}, {"P
 # (then, at 9f777db+, with runs of 64, the filtering score's registers capped at 96 and 72)
 # (at cb2545b the PTX writes, the filter's tiles of 1024 keys and the score filter with runs of
 # 64 (the PTX writes there too))
-STEP_VARIANTS = [{}, {"FILTER_ASM_WRITES": False}]
+STEP_VARIANTS = [{}] + _ROW_KERNELS
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
