@@ -99,6 +99,8 @@ PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every ker
 # (taken: the runs and the clamp; not: the pick's cap and its slots); after it (4bb4d63), the
 # threshold kernel in one warp (32 or 64 sampled keys a thread), the filter's registers capped
 # at 88 (its count before the PTX writes), and the pick's slots in one tile up to 16 rows an SM
+# (at 260b73e: one warp taken where the sample has 256 keys, THRESH_ONE_WARP_MAX_SAMPLE; the
+# rest not)
 _ROW_KERNELS = [{"THRESH_KEYS_PER_THREAD": 32, "THRESH_MIN_WARPS": 1},
                 {"THRESH_KEYS_PER_THREAD": 64, "THRESH_MIN_WARPS": 1},
                 {"FILTER_MAXNREG": 88}, {"PICK_ONESHOT_ROWS_PER_SM": 16}]

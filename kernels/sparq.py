@@ -1166,6 +1166,12 @@ THRESH_KEYS_PER_THREAD = 16  # sampled keys per thread of the threshold kernel
 # the same
 JOINT_THRESHOLDS = True
 THRESH_MIN_WARPS = 4
+# ... but one warp (no barrier in its search's rounds) where the sample has at most this
+# many keys. H200 (reports/kernels/tune_fixed_260b73e.json, us, 4 warps -> 1): selection alone
+# 512 x 4k 29.3 -> 26.6; B=64 S=4k select in the step 68.9 -> 64.3 (step 249.0 -> 242.8); at
+# 512 keys (B=1 S=8k, 32 x 8k) within 0.1; one warp at 1024 and 2048 keys slower (2048 x 16k
+# 151.3 -> 156.3, 132 x 32k 29.3 -> 30.9)
+THRESH_ONE_WARP_MAX_SAMPLE = 256
 # the thresholds found by every program of the filter instead of a launch of their own, where
 # the rows are at most THRESHOLD_IN_FILTER_MAX_ROWS (select_plan, so the cost model counts the
 # launches alike): the same search, redone by each of a row's filter programs, one launch and
@@ -1336,6 +1342,13 @@ def _warps(n: int, per_thread: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, n // (32 * per_thread)))
 
 
+def threshold_warps(ns: int) -> int:
+    """Warps of the threshold kernel's programs for a sample of ns keys (a power of two):
+    THRESH_KEYS_PER_THREAD keys a thread, at least THRESH_MIN_WARPS, one up to
+    THRESH_ONE_WARP_MAX_SAMPLE keys."""
+    return 1 if ns <= THRESH_ONE_WARP_MAX_SAMPLE else _warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16)
+
+
 def pick_warps(slots: int, rows: int) -> int:
     """Warps of the pick's programs: PICK_KEYS_PER_THREAD candidate slots per thread, or
     PICK_KEYS_PER_THREAD_FEW where the rows are at most one per SM and the warps stay within
@@ -1374,7 +1387,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
     sample = dict(NS=ns, NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS, RUN=1 if sampled else ws.sample_run)
     if not ws.threshold_in_filter:
         _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, **sample,
-                                   num_warps=_warps(ns, THRESH_KEYS_PER_THREAD, THRESH_MIN_WARPS, 16),
+                                   num_warps=threshold_warps(ns),
                                    **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
                                                        ws.S, ws.k, ws.cap,

@@ -303,6 +303,8 @@ def test_pick_slots_and_warps(select_path):
     sms = sparq_module.num_sms()
     assert sparq_module.pick_warps(4096, sms) == 8 and sparq_module.pick_warps(4096, sms + 1) == 4
     assert sparq_module.pick_warps(16384, 1) == 16  # 32 warps at 16 keys each: past the one-scan limit
+    # the threshold's: one warp up to 256 sampled keys, then 16 keys a thread, at least 4 warps
+    assert [sparq_module.threshold_warps(n) for n in (256, 512, 2048, 8192)] == [1, 4, 4, 16]
 
 
 def test_row_kernels_launch_without_pdl_only_in_their_band(select_path, monkeypatch):
