@@ -18,8 +18,9 @@ sparq_score  steps 1-2 (top-r components of the group-summed |q| by a d x d rank
              the scores stay in L2 for the filter, which reads them last written first.
 sparq_select exact top-k in three launches (two where the filter finds the thresholds,
              threshold_in_filter), for any number of rows and lengths:
-             a threshold per row, about a chosen rank of an evenly strided sample of the
-             row (select_plan: sized so the threshold lies below the k-th largest score
+             a threshold per row, about a chosen rank of an evenly spread sample of the
+             row (every stride-th position where the score kernel writes it, runs of 16
+             consecutive ones where read from the scores; select_plan: sized so the threshold lies below the k-th largest score
              but for a vanishing fraction of rows) and, where it shrinks the pick, a sure
              threshold from the same sample, above which every key is in the top k but for
              as small a fraction; a filter over (rows, tiles of S) writing the positions of

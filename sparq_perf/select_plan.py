@@ -1,7 +1,9 @@
 """How the filter selection sizes its sample and its candidates (no torch: the kernels and
 the cost model both use it).
 
-The selection finds a threshold from an evenly strided sample of each row of scores, keeps
+The selection finds a threshold from a sample of each row of scores (one key every stride
+where the score kernel writes it, runs of SAMPLE_RUN_KEYS spread as evenly where it is read
+from the scores), keeps
 the keys at or above it (the candidates) and picks the exact top k among them. The sample
 rank is set so that the threshold lies below the k-th largest score but for a vanishing
 fraction of rows: the expected number of sampled keys above the k-th largest plus

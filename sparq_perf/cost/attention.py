@@ -36,7 +36,7 @@ class SparqImpl:
 
     scores_in_memory: bool = True
     select_passes: float = 1.0  # passes over the scores (with select_filter: the filter's one)
-    # our selection (select_plan): a threshold from a strided sample of each row (see
+    # our selection (select_plan): a threshold from an evenly spread sample of each row (see
     # sample_in_score), a filter pass writing the keys at or above it and their positions
     # (the candidates, each key and position in 8 B), a pick reading them once as it writes
     # the k indices; three launches. False: an ideal one-pass selection.
