@@ -20,8 +20,9 @@ sparq_select exact top-k in three launches (two where the filter finds the thres
              threshold_in_filter), for any number of rows and lengths:
              a threshold per row, about a chosen rank of an evenly spread sample of the
              row (every stride-th position where the score kernel writes it, runs of 16
-             consecutive ones where read from the scores; select_plan: sized so the threshold lies below the k-th largest score
-             but for a vanishing fraction of rows) and, where it shrinks the pick, a sure
+             consecutive ones where read from the scores; select_plan: sized so the
+             threshold lies below the k-th largest score but for a vanishing fraction of
+             rows) and, where it shrinks the pick, a sure
              threshold from the same sample, above which every key is in the top k but for
              as small a fraction; a filter over (rows, tiles of S) writing the positions of
              the keys above the sure threshold straight to the output and appending the
@@ -140,15 +141,16 @@ FILTER_AGAINST_SCORE = True
 # with the filter holds 133 registers a thread, not 64; experiments/NOTES.md)
 SCORE_FILTER = False
 SCORE_FILTER_MAXNREG = None  # a cap on the filtering score kernel's registers a thread (None: the compiler's)
-SAMPLE_RUN = 16  # consecutive positions a run of the sample kernel's sample (at most; sample_run)
+SAMPLE_RUN = 16  # consecutive positions a run of the sample kernel's sample (at most; sample_kernel_run)
 SAMPLE_MIN_RUNS = 32  # ... so that a sample has at least this many runs (or is the row)
 SAMPLE_TILE = 1024  # sampled keys a loop step of the sample kernel
 SAMPLE_MIN_WARPS = 4  # the sample kernel's warps: as the threshold kernel's, at least this many
 
 
-def sample_run(n: int) -> int:
-    """Positions a run of a sample of n keys (a power of two, at most SAMPLE_RUN, leaving at
-    least SAMPLE_MIN_RUNS runs where n allows)."""
+def sample_kernel_run(n: int) -> int:
+    """Positions a run of the sample kernel's sample of n keys (a power of two, at most
+    SAMPLE_RUN, leaving at least SAMPLE_MIN_RUNS runs where n allows; the selection alone
+    reads its sample in runs of select_plan.sample_run)."""
     run = SAMPLE_RUN
     while run > 1 and n // run < SAMPLE_MIN_RUNS:
         run //= 2
@@ -562,7 +564,7 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
     offs = tl.arange(0, TILE)
     for i0 in range(0, n, TILE):
         i = i0 + offs  # sample slots
-        pos = (i // RUN) * run_step + i % RUN
+        pos = _run_positions(i, RUN, run_step)
         m = i < n  # (then pos < n * (S // n) <= S; a mask on pos < S would cost the vector loads where S % 16 != 0)
         kt = tl.load(kt_base + pos[None, :], mask=rm[:, None] & m[None, :], other=0.0)  # [RP, TILE]
         score = _one_head_logits(q1, kt, scale1)
@@ -574,6 +576,13 @@ def _sample_kernel(Q, KT, SAMPLE, THRESH, QM, INV_TAU, I1, S, l_window, r, run_s
 
 
 @triton.jit
+def _run_positions(i, RUN: tl.constexpr, run_step):
+    """Positions of sample slots i taken in runs of RUN consecutive positions, one run every
+    run_step (RUN = run_step = 1: the slots themselves)."""
+    return (i // RUN) * run_step + i % RUN
+
+
+@triton.jit
 def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.constexpr, NB_LOG2: tl.constexpr,
                     JOINT: tl.constexpr, PDL: tl.constexpr, RUN: tl.constexpr):
     """_threshold_kernel's work for one row: (threshold, sure threshold) as order keys, the
@@ -581,7 +590,7 @@ def _row_thresholds(SRC, row, row_stride, stride, n, rank, rank_sure, NS: tl.con
     let launch once the threshold is known (0: not here)."""
     i = tl.arange(0, NS)
     in_sample = i < n
-    at = (i // RUN).to(tl.int64) * (RUN * stride) + i % RUN
+    at = _run_positions(i.to(tl.int64), RUN, RUN * stride)
     sample = tl.where(in_sample, _order_key(tl.load(SRC + row * row_stride + at, mask=in_sample, other=0.0)), 0)
     key16 = sample >> 16
     t_sure = tl.full([], 0xFFFFFFFF, tl.uint32)  # none: no key lies above it
@@ -1108,7 +1117,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     row_meta = {k: v for k, v in meta.items() if k != "UPCAST"}  # of the one-program-a-row kernels
     if state.score_filter:
         ns = triton.next_power_of_2(sel.n_sample)
-        run = sample_run(sel.n_sample)
+        run = sample_kernel_run(sel.n_sample)
         _sample_kernel[(q.shape[0] * Hkv,)](
             q, KT, sel.sample, sel.thresh, state.qm, state.inv_tau, state.i1, state.S, state.l, state.r,
             run * sel.sample_stride, sel.n_sample, sel.rank, sel.rank_sure,
@@ -1129,7 +1138,7 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
     if state.G == 1:
         _score_kernel[grid](*args, PASS=0, FMA=state.fma, REVERSED=False, KT_EVICT=SCORE_ONE_PASS_EVICT,
                             **(dict(FILTER=True, HAS_SURE=sel.rank_sure > 0, NB=sel.bins, BIN_BRANCH=BIN_BRANCH,
-                                    ASM_WRITES=FILTER_ASM_WRITES and not INTERPRET,
+                                    ASM_WRITES=asm_writes(),
                                     **max_regs(SCORE_FILTER_MAXNREG)) if state.score_filter else {}), **common)
     else:
         _score_kernel[grid](*args, PASS=1, FMA=False, REVERSED=False, KT_EVICT=SCORE_FIRST_PASS_EVICT, **common)
@@ -1227,6 +1236,13 @@ FILTER_SCALAR_LOADS = False
 # were loaded in (_append_and_count; compiled only: the interpreter runs tl.store and
 # tl.atomic_add, the same writes)
 FILTER_ASM_WRITES = True
+
+
+def asm_writes() -> bool:
+    """Whether the filter (kernel, or the score's) writes by inline PTX: FILTER_ASM_WRITES,
+    compiled only."""
+    return FILTER_ASM_WRITES and not INTERPRET
+
 PICK_SCALAR_LOADS = True
 # the filter's and the pick's bins (_bin_of) by a branch on the row's rule, one computed
 # (True), or both computed and one taken (False; the rule before dd624de)
@@ -1397,7 +1413,7 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
                                                        SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
                                                        HERE=ws.threshold_in_filter, **sample,
-                                                       ASM_WRITES=FILTER_ASM_WRITES and not INTERPRET,
+                                                       ASM_WRITES=asm_writes(),
                                                        num_warps=ws.filter_warps,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count

@@ -150,7 +150,7 @@ def test_score_orders_and_eviction_policies_keep_the_scores(Hq, Hkv, first, last
 def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkeypatch):
     """The filter done by the score kernel (SCORE_FILTER, one head per group), its thresholds
     found before it by the sample kernel: the sample is the scores at runs of consecutive
-    positions (sample_run), and the thresholds, the counts, the candidates, the histogram and
+    positions (sample_kernel_run), and the thresholds, the counts, the candidates, the histogram and
     the sure keys are what the threshold and filter kernels leave from that sample and the
     same scores; the pick then has its main path's counts (the candidates hold the k-th), and
     whole steps, twice over the same buffers (the pick resets the counters, the score fills
@@ -167,7 +167,7 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
     sel = st.sel
     scores = sparq_score(q, cache, st).view(B * H, S)
     n = sel.n_sample
-    run = sk.sample_run(n)
+    run = sk.sample_kernel_run(n)
     assert n // run >= sk.SAMPLE_MIN_RUNS
     i = torch.arange(n, device=DEV)
     pos = (i // run) * run * sel.sample_stride + i % run

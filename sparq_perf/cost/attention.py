@@ -134,8 +134,8 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
 
     With impl.select_filter (our kernels, select_plan) and the scores in memory: the sampled
     keys (4 B each where the scoring kernel wrote them contiguously, impl.sample_in_score;
-    else from the scores in runs of select_plan.sample_run keys, each run whole sectors), the candidates written and read back once, each an
-    8-byte key and position, a threshold per row (with the origin and scale of its bins), and
+    else from the scores in runs of select_plan.sample_run keys, each run whole sectors),
+    the candidates written and read back once, each an 8-byte key and position, a threshold per row (with the origin and scale of its bins), and
     the pick's histogram per row read and cleared, in three launches. Where the sure threshold
     is used (select_plan.uses_sure) the candidates are the band below it, and the keys above
     it are written straight as indices. The threshold and the pick are one program per row,
