@@ -100,10 +100,10 @@ PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every ker
 # threshold kernel in one warp (32 or 64 sampled keys a thread), the filter's registers capped
 # at 88 (its count before the PTX writes), and the pick's slots in one tile up to 16 rows an SM
 # (at 260b73e: one warp taken where the sample has 256 keys, THRESH_ONE_WARP_MAX_SAMPLE; the
-# rest not); after it, the filter's tile as [rows, threads, vector], its keys numbered by one
-# scan across the threads (the default) or 1-D (one scan a chunk), and with it tiles of 1024
-# keys a warp
-_ROW_KERNELS = [{"FILTER_BY_THREADS": False}, {"FILTER_BLOCK": 1024}]
+# rest not); at f0bca9c, the filter's tile as [rows, threads, vector], its keys numbered by one
+# scan across the threads (FILTER_BY_THREADS, then the default) or 1-D (one scan a chunk), and
+# with it tiles of 1024 keys a warp (neither taken: since reverted)
+_ROW_KERNELS = []
 SELECT_VARIANTS = [{}] + _ROW_KERNELS
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the

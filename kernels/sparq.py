@@ -633,8 +633,7 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
                    BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
                    SCALAR_LOADS: tl.constexpr, REVERSED: tl.constexpr,
                    HERE: tl.constexpr, NS: tl.constexpr, NB_LOG2: tl.constexpr, JOINT: tl.constexpr,
-                   PDL: tl.constexpr, ASM_WRITES: tl.constexpr = False, RUN: tl.constexpr = 1,
-                   THREADS: tl.constexpr = 0):
+                   PDL: tl.constexpr, ASM_WRITES: tl.constexpr = False, RUN: tl.constexpr = 1):
     """Grid (rows, tiles of S): the positions of one tile's keys at or above the row's sure
     threshold go straight to the row's output, through the row's SURE counter (at most k of
     them written; the counter counts past k); the keys at or above its threshold and below
@@ -648,24 +647,15 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
     threshold kernel before it; each program finds the row's thresholds from its sample itself
     (_row_thresholds: the same for every program of the row), and the row's first tile's
     stores them in THRESH for the pick; then the scores are loaded after the wait (the
-    kernel before wrote them). THREADS > 0: the tile as [rows, THREADS, FILTER_VECTOR] (each
-    thread a vector of each row, as the loads' layout holds them), so that numbering its keys
-    takes one scan (_tile_ranks)."""
+    kernel before wrote them)."""
     row = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     if REVERSED:
         tile = tl.num_programs(1) - 1 - tile
-    if THREADS > 0:
-        VEC: tl.constexpr = FILTER_VECTOR
-        pos = (tile * BLOCK + tl.arange(0, BLOCK // (THREADS * VEC))[:, None, None] * (THREADS * VEC)
-               + tl.arange(0, THREADS)[None, :, None] * VEC + tl.arange(0, VEC)[None, None, :])
-        if SCALAR_LOADS:
-            pos = tl.max_contiguous(pos, [1, 1, 1])
-    else:
-        pos = tile * BLOCK + tl.arange(0, BLOCK)
-        if SCALAR_LOADS:
-            pos = tl.max_contiguous(pos, 1)
+    pos = tile * BLOCK + tl.arange(0, BLOCK)
     valid = pos < S
+    if SCALAR_LOADS:
+        pos = tl.max_contiguous(pos, 1)
     if HERE:
         grid_wait(PDL)
         x = tl.load(SCORES + row * S + pos, mask=valid, other=0.0, cache_modifier=".cg")
@@ -679,51 +669,24 @@ def _filter_kernel(SCORES, THRESH, CAND, COUNT, SURE, IDX, HIST, S, k, cap,
         t_lo, x_lo, w = _bin_params(THRESH + 4 * row)
         t_sure = tl.load(THRESH + 4 * row + 1).to(tl.uint32, bitcast=True)
     _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
-                 BLOCK, HAS_SURE, NB, BIN_BRANCH, PDL, ASM_WRITES, THREADS)
-
-
-@triton.jit
-def _tile_count(m, THREADS: tl.constexpr):
-    """The set elements of the tile's mask m (int32; _tile_ranks' shapes)."""
-    if THREADS > 0:
-        n = tl.sum(tl.sum(tl.sum(m, 2), 0), 0)
-    else:
-        n = tl.sum(m, 0)
-    return n
-
-
-@triton.jit
-def _tile_ranks(m, THREADS: tl.constexpr):
-    """Each set element of the tile's mask m (int32) numbered from 0 among the set ones, in an
-    order of the layout's choosing (the others' numbers are of no use). THREADS == 0: m 1-D,
-    numbered in order (one scan a chunk of the loads' layout); else m [rows, THREADS, vector],
-    numbered thread by thread: each thread's count in its registers, one scan across the
-    threads."""
-    if THREADS > 0:
-        per_row = tl.sum(m, 2)
-        per_thread = tl.sum(per_row, 0)
-        rank = ((tl.cumsum(per_thread, 0) - per_thread)[None, :, None] + (tl.cumsum(per_row, 0) - per_row)[:, :, None]
-                + tl.cumsum(m, 2) - 1)
-    else:
-        rank = tl.cumsum(m, 0) - 1
-    return rank
+                 BLOCK, HAS_SURE, NB, BIN_BRANCH, PDL, ASM_WRITES)
 
 
 @triton.jit
 def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, IDX, HIST, k, cap,
                  BLOCK: tl.constexpr, HAS_SURE: tl.constexpr, NB: tl.constexpr, BIN_BRANCH: tl.constexpr,
-                 PDL: tl.constexpr, ASM_WRITES: tl.constexpr, THREADS: tl.constexpr = 0):
+                 PDL: tl.constexpr, ASM_WRITES: tl.constexpr):
     """One tile's part of the filter (_filter_kernel), on scores x at positions pos (valid)
     of a row whose thresholds are given: the sure keys' positions to the output, the
     candidates appended and counted in their bins. PDL: the next kernel let launch between
-    the two (0: not here). THREADS: the tile's shape (_tile_ranks)."""
+    the two (0: not here)."""
     key = _order_key(x)
     take = valid & (key >= t_lo)
     if HAS_SURE:
         sure = valid & (key >= t_sure)
-        n_sure = _tile_count(sure.to(tl.int32), THREADS)
+        n_sure = tl.sum(sure.to(tl.int32), 0)
         if n_sure > 0:
-            slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + _tile_ranks(sure.to(tl.int32), THREADS)
+            slot = tl.atomic_add(SURE + row, n_sure, sem="relaxed") + tl.cumsum(sure.to(tl.int32), 0) - 1
             if ASM_WRITES:
                 # past k: the pick searches the whole row instead (the last slot's write is lost)
                 _store_where(sure, IDX + row * k + tl.minimum(slot, k - 1), pos)
@@ -731,16 +694,16 @@ def _filter_tile(x, pos, valid, row, t_lo, t_sure, x_lo, w, CAND, COUNT, SURE, I
                 tl.store(IDX + row * k + slot, pos, mask=sure & (slot < k))
         take = take & (key < t_sure)
     launch_next(PDL)
-    n_take = _tile_count(take.to(tl.int32), THREADS)
+    n_take = tl.sum(take.to(tl.int32), 0)
     if n_take > 0:
-        slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + _tile_ranks(take.to(tl.int32), THREADS)
+        slot = tl.atomic_add(COUNT + row, n_take, sem="relaxed") + tl.cumsum(take.to(tl.int32), 0) - 1
         b = _bin_of(x, key, t_lo, x_lo, w, NB, BIN_BRANCH)
         if ASM_WRITES:
             # past the room: the pick searches the whole row instead (the last slot's write is lost)
             _append_and_count(take, CAND + row * cap + tl.minimum(slot, cap - 1), key, pos, HIST + row * NB + b)
         else:
             tl.store(CAND + row * cap + slot, _pack(key, pos), mask=take & (slot < cap))
-            tl.atomic_add(HIST + row * NB + b, take.to(tl.int32), mask=take, sem="relaxed")
+            tl.atomic_add(HIST + row * NB + b, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
 
 
 @triton.jit
@@ -1273,17 +1236,6 @@ FILTER_SCALAR_LOADS = False
 # were loaded in (_append_and_count; compiled only: the interpreter runs tl.store and
 # tl.atomic_add, the same writes)
 FILTER_ASM_WRITES = True
-# the filter's tile as [rows, threads, FILTER_VECTOR] (its loads' layout: each thread
-# FILTER_VECTOR consecutive keys of each row), its keys then numbered by one scan across the
-# threads' counts (_tile_ranks) instead of one a chunk of the 1-D layout
-FILTER_BY_THREADS = True
-FILTER_VECTOR = tl.constexpr(4)  # fp32 scores a 16-byte load
-
-
-def filter_threads(block: int, warps: int) -> int:
-    """The filter kernel's THREADS for tiles of `block` keys in `warps` warps (0: a 1-D tile)."""
-    threads = 32 * warps
-    return threads if FILTER_BY_THREADS and block % (threads * FILTER_VECTOR.value) == 0 else 0
 
 
 def asm_writes() -> bool:
@@ -1462,7 +1414,6 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
                                                        SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
                                                        HERE=ws.threshold_in_filter, **sample,
                                                        ASM_WRITES=asm_writes(),
-                                                       THREADS=filter_threads(ws.block, ws.filter_warps),
                                                        num_warps=ws.filter_warps,
                                                        **max_regs(FILTER_MAXNREG), **pdl_args())
     return ws.count

@@ -37,13 +37,12 @@ FILTER_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("THRESH", "COU
               **dict.fromkeys(("S", "k", "cap"), "i32"), "SRC": "*fp32",
               **dict.fromkeys(("row_stride", "stride", "n", "rank", "rank_sure"), "i32"),
               **dict.fromkeys(("BLOCK", "HAS_SURE", "NB", "BIN_BRANCH", "SCALAR_LOADS", "REVERSED", "HERE", "NS", "NB_LOG2",
-                               "JOINT", "ASM_WRITES", "RUN", "THREADS"), "constexpr")}
+                               "JOINT", "ASM_WRITES", "RUN"), "constexpr")}
 for here, warps in ((False, 1), (True, 4)):  # after the threshold kernel; the thresholds found by each program
     CASES.append(("_filter_kernel", FILTER_SIG, {"BLOCK": 512 * warps, "HAS_SURE": True, "NB": 1024, "BIN_BRANCH": True,
                                                  "SCALAR_LOADS": sp.FILTER_SCALAR_LOADS, "REVERSED": True, "HERE": here,
                                                  "NS": 2048, "NB_LOG2": 10, "JOINT": sp.JOINT_THRESHOLDS,
-                                                 "ASM_WRITES": sp.FILTER_ASM_WRITES, "RUN": 16,
-                                                 "THREADS": sp.filter_threads(512 * warps, warps)}, warps))
+                                                 "ASM_WRITES": sp.FILTER_ASM_WRITES, "RUN": 16}, warps))
 PICK_SIG = {"SCORES": "*fp32", "CAND": "*i64", **dict.fromkeys(("COUNT", "SURE", "THRESH", "HIST", "TIE", "IDX"), I32),
             **dict.fromkeys(("S", "k", "cap"), "i32"),
             **dict.fromkeys(("CAPB", "BLOCK", "ONESHOT", "NB", "TIES", "BIN_BRANCH", "SCALAR_LOADS"), "constexpr")}
@@ -185,13 +184,6 @@ for name, sig, consts, warps in CASES:
                                target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
         sts = [len(re.findall(r"\bst\.shared", p)) for p in (ptx, other)]
         out["filter writes in place"] = "ok" if sts[0] <= 2 and 4 * sts[0] < sts[1] else f"shared stores {sts[0]} (PTX writes), {sts[1]}"
-    if name == "_filter_kernel" and consts["THREADS"]:
-        # a tile's keys numbered by one scan across the threads' counts (_tile_ranks): a
-        # quarter of the warp shuffles up of the 1-D tile's scans (one a chunk of its layout)
-        other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "THREADS": 0}, attrs=attrs),
-                               target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
-        ups = [len(re.findall(r"shfl\.sync\.up", p)) for p in (ptx, other)]
-        out["filter ranks in one scan"] = "ok" if 0 < 4 * ups[0] <= ups[1] else f"shuffles up {ups[0]} (by threads), {ups[1]}"
     if name == "_pick_kernel NB=1024" and consts["SCALAR_LOADS"]:
         # the hint at work: without it, the slots move between layouts through shared memory
         other = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={**consts, "SCALAR_LOADS": False}, attrs=attrs),
@@ -212,7 +204,7 @@ def test_kernels_compile_for_sm90():
     if "skip" in res:
         pytest.skip(res["skip"])
     assert res == {"_threshold_kernel": "ok", "_filter_kernel": "ok", "_filter_kernel thresholds here": "ok", "filter writes in place": "ok",
-                   "filter ranks in one scan": "ok", "_pick_kernel NB=1024": "ok",
+                   "_pick_kernel NB=1024": "ok",
                    "_pick_kernel NB=4096": "ok", "_topr_kernel": "ok",
                    "_score_kernel pass 0": "ok", "_score_kernel pass 0 filter": "ok", "_score_kernel pass 2": "ok",
                    "_sample_kernel": "ok", "sample vector loads": "ok", "_attend_kernel g=1": "ok",
