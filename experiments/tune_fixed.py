@@ -102,11 +102,12 @@ PDL_VARIANTS = [{}, {"PDL_LAUNCH_EARLY": True}, {"USE_PDL": False}]  # every ker
 # (at 260b73e: one warp taken where the sample has 256 keys, THRESH_ONE_WARP_MAX_SAMPLE; the
 # rest not); at f0bca9c, the filter's tile as [rows, threads, vector], its keys numbered by one
 # scan across the threads (FILTER_BY_THREADS, then the default) or 1-D (one scan a chunk), and
-# with it tiles of 1024 keys a warp (neither taken: since reverted); at fd84e3a+, fewer
+# with it tiles of 1024 keys a warp (neither taken: since reverted); at 668b088, fewer
 # candidates: the sample's threshold rank at 4 or 3 sigmas of its spread (not 6), a sample of
-# one key in 8 (not 16), and both (the candidates' room and the pick's slots kept as at 6)
-_ROW_KERNELS = [{"SAMPLE_SIGMAS": 4.0}, {"SAMPLE_SIGMAS": 3.0}, {"SAMPLE_STRIDE": 8},
-                {"SAMPLE_STRIDE": 8, "SAMPLE_SIGMAS": 4.0}]
+# one key in 8 (not 16), and both (the candidates' room and the pick's slots kept as at 6;
+# SAMPLE_SIGMAS then the ranks of both samples): 4 taken for the step's strided sample
+# (select_plan.STRIDED_SIGMAS), the rest not
+_ROW_KERNELS = []
 SELECT_VARIANTS = [{}] + _ROW_KERNELS
 # (at ed17d79 and a9f44b5, one query a cache set: the GQA second pass reversed, evict_last /
 # evict_first on its passes, the filter against the score, each and together; at bb39f97, the

@@ -1149,7 +1149,8 @@ def sparq_score(q, cache: KVCache, state: SparqState, num_warps=None):
 
 SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
-SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS
+SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS  # the threshold rank's, the sample read in runs (and the room's)
+STRIDED_SIGMAS = plan.STRIDED_SIGMAS  # ... the sample one key every stride (the score kernel's)
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 1  # (select_plan.FILTER_BLOCK: the evidence)
 # a cap on the filter's registers per thread (None: the compiler's choice). H200, triton 3.6
@@ -1313,6 +1314,9 @@ class FilterWorkspace:
         self.rank = sample_rank(S, k, self.n_sample)
         self.sure = uses_sure(S, k, self.n_sample, rows)
         self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
+        # ... where the sample is the score kernel's, one key every stride: STRIDED_SIGMAS
+        self.rank_strided = int(plan.sample_rank(S, k, self.n_sample, STRIDED_SIGMAS))
+        self.rank_sure_strided = int(plan.sure_rank(S, k, self.n_sample, STRIDED_SIGMAS)) if self.sure else 0
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         # the thresholds found by every filter program where the rows are few (no threshold
@@ -1342,6 +1346,12 @@ class FilterWorkspace:
     def cpos(self):
         """The candidates' positions, a view of their low words."""
         return self.cand.view(torch.int32)[:, 0::2]
+
+    def ranks(self, strided: bool) -> tuple[int, int]:
+        """The lower and sure thresholds' ranks in the sample (0: no sure threshold): at
+        STRIDED_SIGMAS for the score kernel's, one key every stride (strided), else at
+        SAMPLE_SIGMAS (runs read from the scores)."""
+        return (self.rank_strided, self.rank_sure_strided) if strided else (self.rank, self.rank_sure)
 
     def sample_positions(self) -> torch.Tensor:
         """The positions of the sample the threshold kernel reads from the scores (int64)."""
@@ -1391,25 +1401,28 @@ def _one_scan_warps(warps: int) -> bool:
     return PICK_ONESHOT_MAX_WARPS is not None and warps <= PICK_ONESHOT_MAX_WARPS
 
 
-def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reverse=False):
+def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reverse=False, strided=None):
     """The threshold and filter passes: ws.count[row] = keys at or above the row's threshold
     and below its sure threshold, ws.n_sure[row] = keys at or above the sure threshold (the
     first k of their positions written to out [rows, k]). sampled: ws.sample already holds
-    each row's sample (sparq_score wrote it). reverse: the filter's tiles last first."""
+    each row's sample (sparq_score wrote it). reverse: the filter's tiles last first.
+    strided: whether the sample is one key every stride, its ranks then at STRIDED_SIGMAS
+    (ws.ranks); None: where sampled (sparq_score's is)."""
     rows = ws.count.numel()
     if out is None:
         out = torch.empty((rows, ws.k), dtype=torch.int32, device=scores.device)
     ns = triton.next_power_of_2(ws.n_sample)
     src, row_stride, stride = (ws.sample, ws.n_sample, 1) if sampled else (scores, ws.S, ws.sample_stride)
+    rank, rank_sure = ws.ranks(sampled if strided is None else strided)
     sample = dict(NS=ns, NB_LOG2=ws.bins.bit_length() - 1, JOINT=JOINT_THRESHOLDS, RUN=1 if sampled else ws.sample_run)
     if not ws.threshold_in_filter:
-        _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure, **sample,
+        _threshold_kernel[(rows,)](src, ws.thresh, row_stride, stride, ws.n_sample, rank, rank_sure, **sample,
                                    num_warps=threshold_warps(ns),
                                    **row_kernel_pdl("threshold", rows))
     _filter_kernel[(rows, triton.cdiv(ws.S, ws.block))](scores, ws.thresh, ws.cand, ws.count, ws.n_sure, out, ws.hist,
                                                        ws.S, ws.k, ws.cap,
-                                                       src, row_stride, stride, ws.n_sample, ws.rank, ws.rank_sure,
-                                                       BLOCK=ws.block, HAS_SURE=ws.rank_sure > 0,
+                                                       src, row_stride, stride, ws.n_sample, rank, rank_sure,
+                                                       BLOCK=ws.block, HAS_SURE=rank_sure > 0,
                                                        NB=ws.bins, BIN_BRANCH=BIN_BRANCH,
                                                        SCALAR_LOADS=FILTER_SCALAR_LOADS, REVERSED=bool(reverse),
                                                        HERE=ws.threshold_in_filter, **sample,

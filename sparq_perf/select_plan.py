@@ -7,7 +7,9 @@ from the scores), keeps
 the keys at or above it (the candidates) and picks the exact top k among them. The sample
 rank is set so that the threshold lies below the k-th largest score but for a vanishing
 fraction of rows: the expected number of sampled keys above the k-th largest plus
-SAMPLE_SIGMAS of its binomial spread.
+SAMPLE_SIGMAS of its binomial spread where the sample is read in runs, STRIDED_SIGMAS where
+it is one key every stride (the step's). The candidates' room and the pick's slots are
+sized at SAMPLE_SIGMAS either way.
 """
 from __future__ import annotations
 
@@ -25,6 +27,16 @@ SAMPLE_SIGMAS = 6.0
 # correlated along the row a run's keys are alike, so the threshold spreads more than
 # SAMPLE_SIGMAS allows for (exact still: the pick's fallback; experiments/NOTES.md)
 SAMPLE_RUN_KEYS = 16
+# ... but one key every stride is a sample whose count above the k-th largest is binomial
+# whatever the correlation along the row (sample_runs.py: no row of 20000 missed at 4 sigmas,
+# independent or AR(1) up to 0.99, where runs missed 1.7 % at 0.9), so the step's threshold
+# (the score kernel's strided sample) is taken at this many sigmas: a miss 5e-7 a row at
+# S=16k, k=1024 (the binomial tail), 13 % fewer candidates. H200 (reports/kernels/
+# tune_fixed_668b088.json, select in the step, us, 6 -> 4 sigmas): B=64 S=4k 63.9 -> 60.1,
+# B=16 S=32k 78.8 -> 76.9, B=8 S=16k 38.8 -> 37.8, GQA B=16 S=32k 36.8 -> 35.2, B=1 S=32k
+# 18.0 -> 17.9, B=1 S=128k 51.9 -> 52.2 (3 sigmas: 58.8, 75.2, 37.9, 35.8, 17.9, 49.8, at a
+# miss 4e-5 a row at 16k and 2e-4 at 128k, k=8192)
+STRIDED_SIGMAS = 4.0
 # keys per program of the filter pass (a grid of rows x tiles of S), in one warp (the
 # kernels' FILTER_WARPS). H200, 2048 -> 1024 keys in 4 warps (reports/kernels/
 # tune_fixed_b16b0db.json): select in the step B=16 S=32k 101.9 -> 90.1 us, B=64 S=4k 79.8 ->
@@ -77,6 +89,11 @@ def sample_run(S, n):
     S, n, run = np.asarray(S, np.int64), np.asarray(n, np.int64), SAMPLE_RUN_KEYS
     p2 = np.exp2(np.floor(np.log2(np.maximum(n, 1)))).astype(np.int64)
     return np.where(n >= S, 1, np.minimum(run, p2)).astype(np.int64)
+
+
+def rank_sigmas(strided):
+    """The threshold rank's sigmas for a sample one key every stride (strided) or in runs."""
+    return STRIDED_SIGMAS if strided else SAMPLE_SIGMAS
 
 
 def sample_rank(S, k, n, sigmas=SAMPLE_SIGMAS):

@@ -94,23 +94,25 @@ def test_sparq_phase_bytes_by_hand(monkeypatch):
     assert c[P.SPARQ_SELECT].bytes == n * (S * 4 + k * 4)
     assert c[P.SPARQ_ATTEND].bytes_read == n * (k * 4 + 2 * k * d * 2 + d * 2 + 8 + d * 4)
     # our selection at S = 4096: a sample of 256 keys (one in 16), written by the score
-    # kernel (4 B each) and read back by the threshold; k = 128 gives 256 * 128 / 4096 = 8
-    # expected sampled keys above the k-th, so the threshold's rank is
-    # ceil(8 + 6 * sqrt(8) + 8) = 33 and 33/256 of the row, 528 keys, are candidates:
-    # written as key and position packed in 8 B and read back once; the pick's
+    # kernel (4 B each, one key every stride) and read back by the threshold; k = 128 gives
+    # 256 * 128 / 4096 = 8 expected sampled keys above the k-th, so the threshold's rank is
+    # ceil(8 + 4 * sqrt(8) + 8) = 28 (4 sigmas: a strided sample) and 28/256 of the row, 448
+    # keys, are candidates: written as key and position packed in 8 B and read back once; the pick's
     # histogram, 4096 / 32 = 128 -> at least 256 bins of 4 B, read and cleared; the threshold
     # row of four 4-byte values
     ours = attention_costs("sparq", w)
     assert ours[P.SPARQ_SCORE].writes == {"softmax_stats": n * 8, "scores": n * S * 4, "sample": n * 256 * 4}
     sel = ours[P.SPARQ_SELECT]
-    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 528 * 8,
+    assert sel.reads == {"scores": n * S * 4, "sample": n * 256 * 4, "candidates": n * 448 * 8,
                          "histogram": n * 256 * 4}
-    assert sel.writes == {"indices": n * k * 4, "candidates": n * 528 * 8, "threshold": n * 16,
+    assert sel.writes == {"indices": n * k * 4, "candidates": n * 448 * 8, "threshold": n * 16,
                           "histogram": n * 256 * 4}
     assert sel.launches == 3
-    # a sample read from the scores: runs of 16 consecutive keys (64 B, two whole sectors), 4 B a key
+    # a sample read from the scores: runs of 16 consecutive keys (64 B, two whole sectors), 4 B
+    # a key; its rank at 6 sigmas, ceil(8 + 6 * sqrt(8) + 8) = 33: 33/256 of the row, 528 keys
     apart = attention_costs("sparq", w, SparqImpl(sample_in_score=False))
     assert apart[P.SPARQ_SELECT].reads["sample"] == n * 256 * 4 and "sample" not in apart[P.SPARQ_SCORE].writes
+    assert apart[P.SPARQ_SELECT].reads["candidates"] == n * 528 * 8
     # runs of 4 keys (16 B) would cost a 32-byte sector a run: 8 B a key
     from sparq_perf import select_plan
     monkeypatch.setattr(select_plan, "SAMPLE_RUN_KEYS", 4)
@@ -120,13 +122,15 @@ def test_sparq_phase_bytes_by_hand(monkeypatch):
     assert c[P.SPARQ_SCORE].bytes - fused[P.SPARQ_SCORE].bytes == n * S * 4
     assert fused[P.SPARQ_SELECT].bytes_read == 0
     # k = S/16 at S = 128k: 8192 sampled keys, 512 expected above the k-th largest (spread
-    # sqrt(512) = 22.63): threshold rank ceil(512 + 6 * 22.63 + 8) = 656, sure threshold rank
-    # floor(512 - 6 * 22.63 - 8) = 368. The keys above the sure one are written as indices;
-    # the band between, (656 - 368) / 8192 of the row = 4608 keys, are the candidates (not
-    # the 656 * 16 = 10496 at or above the threshold), and the threshold bisects twice
+    # sqrt(512) = 22.63): threshold rank ceil(512 + 4 * 22.63 + 8) = 611, sure threshold rank
+    # floor(512 - 4 * 22.63 - 8) = 413 (the step's strided sample: 4 sigmas). The keys above
+    # the sure one are written as indices; the band between, (611 - 413) / 8192 of the row =
+    # 3168 keys, are the candidates (not the 611 * 16 = 9776 at or above the threshold), and
+    # the threshold bisects twice
     big = attention_costs("sparq", Workload(B, 131072, Hq, Hkv, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert big.reads["candidates"] == n * 4608 * 8 and big.writes["candidates"] == n * 4608 * 8
-    # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
+    assert big.reads["candidates"] == n * 3168 * 8 and big.writes["candidates"] == n * 3168 * 8
+    # The pick's register slots and room, and whether the sure threshold is used, at 6 sigmas
+    # (ranks 656 and 368, the band 4608 keys): the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
     # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
     # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter:
     # 256 tiles of 512 per row, each doing its counts and writes twice
@@ -134,12 +138,12 @@ def test_sparq_phase_bytes_by_hand(monkeypatch):
     (grid,) = big.grids
     assert float(grid.programs(132)) == n * 256 * 2
     # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
-    # bisection (4608 + 8192 items) are more serial work than the candidates (10496): no sure
-    # threshold, the 10496 candidates picked (spread 131072 * sqrt(p (1 - p) / 8192) = 392.9
-    # for p = 656 / 8192: 10496 + 3 * 392.9 + 64 = 11739 -> 16384 slots), the sample bisected
-    # once, each of the 256 filter tiles done once
+    # bisection (4608 + 8192 items) are more serial work than the candidates (10496 at 6
+    # sigmas): no sure threshold, the 9776 candidates at 4 sigmas picked (the slots at 6:
+    # spread 131072 * sqrt(p (1 - p) / 8192) = 392.9 for p = 656 / 8192: 10496 + 3 * 392.9 +
+    # 64 = 11739 -> 16384 slots), the sample bisected once, each of the 256 filter tiles done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
-    assert many.reads["candidates"] == 64 * 10496 * 8 and many.serial_items == 16384 + 8192
+    assert many.reads["candidates"] == 64 * 9776 * 8 and many.serial_items == 16384 + 8192
     assert float(many.grids[0].programs(132)) == 64 * 256
 
 
@@ -199,8 +203,9 @@ def test_speedup_approaches_byte_ratio_at_long_context():
 
 
 def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
-    """S = 16k, k = 1024: a 1024-key sample (one in 16), threshold at sampled rank
-    ceil(64 + 6 * 8 + 8) = 120, so 16384 * 120 / 1024 = 1920 candidates, spread
+    """S = 16k, k = 1024: a 1024-key sample (one in 16, the score kernel's), threshold at
+    sampled rank ceil(64 + 4 * 8 + 8) = 104, so 16384 * 104 / 1024 = 1664 candidates. The
+    slots at 6 sigmas: rank ceil(64 + 6 * 8 + 8) = 120, 1920 keys, spread
     16384 * sqrt(p (1 - p) / 1024) = 164.7 for p = 120 / 1024; the pick holds
     1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots (and 16384 / 32 = 512 bins, not serial
     work). Each of the 4 rows' programs goes through 1024 sampled keys and 4096 slots; the
@@ -211,7 +216,7 @@ def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
     assert float(c.serial_rows) == 4 and float(c.serial_items) == pytest.approx(1024 + 4096)
     assert float(c.reads["histogram"]) == 4 * 512 * 4
     assert float(c.grids[0].programs(132)) == 4 * 32
-    assert float(c.writes["candidates"]) == pytest.approx(4 * 1920 * 8)
+    assert float(c.writes["candidates"]) == pytest.approx(4 * 1664 * 8)
 
 
 def test_attend_grid_caps_blocks_a_program_where_rows_are_few():

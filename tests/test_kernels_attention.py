@@ -177,7 +177,7 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
     ws = sk.FilterWorkspace(B * H, S, kk, DEV)
     ws.sample.copy_(sel.sample)
     out = torch.full((B * H, kk), -1, dtype=torch.int32, device=DEV)
-    sk.filter_candidates(scores.contiguous(), ws, sampled=True, out=out)
+    sk.filter_candidates(scores.contiguous(), ws, sampled=True, out=out, strided=False)  # runs: as the sample kernel
     assert torch.equal(sel.thresh, ws.thresh)
     assert torch.equal(sel.count, ws.count) and torch.equal(sel.n_sure, ws.n_sure)
     assert torch.equal(sel.hist, ws.hist)
@@ -429,6 +429,12 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.rank == select_plan.sample_rank(S, k, ws.n_sample)
         assert ws.sure == select_plan.uses_sure(S, k, ws.n_sample, 2) and ws.sure == (S == 131072)
         assert ws.rank_sure == (select_plan.sure_rank(S, k, ws.n_sample) if ws.sure else 0)
+        # the score kernel's sample, one key every stride: its ranks at STRIDED_SIGMAS, both the
+        # cost model's (its candidates where the score writes the sample)
+        sig = select_plan.rank_sigmas(True)
+        assert ws.ranks(strided=True) == (select_plan.sample_rank(S, k, ws.n_sample, sig),
+                                          select_plan.sure_rank(S, k, ws.n_sample, sig) if ws.sure else 0)
+        assert ws.ranks(strided=False) == (ws.rank, ws.rank_sure)
         assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, ws.sure, spread=select_plan.SAMPLE_SIGMAS)
         # the pick's slots (the serial term's items) and the filter's tiles (its grid)
         assert ws.slots == select_plan.pick_slots_held(S, k, ws.n_sample, ws.sure)

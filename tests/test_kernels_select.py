@@ -157,12 +157,16 @@ def _order_keys(x):
 
 @pytest.mark.parametrize("sure", [False, True])
 @pytest.mark.parametrize("joint", [True, False])
-def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch, sure, joint):
+@pytest.mark.parametrize("strided", [False, True])
+def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch, sure, joint, strided):
     """THRESH[row, 0] is the rank-th largest sampled key's top 16 bits (the rest cleared) and
     THRESH[row, 1] the rank_sure-th's rounded up to the next 16-bit step (0xFFFFFFFF without
     the sure threshold), hand-computed here from the sample; both searches in shared rounds
     or one after the other; by the threshold kernel or by the filter's programs (the row's
-    first tile storing them). Ties at the ranks, mixed signs, +inf in the sample."""
+    first tile storing them). The sample read from the scores in runs, or (strided) given
+    as the score kernel writes it, one key every stride, its ranks at STRIDED_SIGMAS: here
+    104 and 24 of 256 (at 6 sigmas 120 and 8). Ties at the ranks, mixed signs, +inf in the
+    sample."""
     if select_path not in ("filter", "threshold-kernel", "thresholds-in-filter"):
         pytest.skip("the sampled thresholds' own paths only")
     monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", sure)
@@ -173,16 +177,22 @@ def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch
     scores[2] = -scores[2].abs()  # all negative
     scores[3, ::40] = float("inf")  # forced positions sampled (stride 31: some of them)
     ws = sparq_module.FilterWorkspace(rows, S, k, DEV, n_sample=n)
-    assert (0 < ws.rank_sure < ws.rank) if sure else ws.rank_sure == 0
-    sparq_module.filter_candidates(scores, ws)
+    rank, rank_sure = ws.ranks(strided)
+    assert (rank, rank_sure) == ((104, 24 if sure else 0) if strided else (120, 8 if sure else 0))
+    if strided:
+        pos = torch.arange(n, device=DEV) * ws.sample_stride
+        ws.sample.copy_(scores[:, pos])
+    else:
+        # the sample: runs of 16 consecutive positions, one every 16 * 31
+        pos = ws.sample_positions()
+        assert ws.sample_run == 16 and pos[15:18].tolist() == [15, 16 * 31, 16 * 31 + 1]
+    sparq_module.filter_candidates(scores, ws, sampled=strided)
     got = ws.thresh.to(torch.int64).cpu() & 0xFFFFFFFF
-    # the sample: runs of 16 consecutive positions, one every 16 * 31
-    assert ws.sample_run == 16 and ws.sample_positions()[15:18].tolist() == [15, 16 * 31, 16 * 31 + 1]
-    key16 = _order_keys(scores[:, ws.sample_positions()].cpu()) >> 16
+    key16 = _order_keys(scores[:, pos].cpu()) >> 16
     desc = key16.sort(-1, descending=True).values
-    assert torch.equal(got[:, 0], desc[:, ws.rank - 1] << 16)
+    assert torch.equal(got[:, 0], desc[:, rank - 1] << 16)
     if sure:
-        h = desc[:, ws.rank_sure - 1]
+        h = desc[:, rank_sure - 1]
         want = torch.where(h >= 0xFFFF, torch.full_like(h, 0xFFFFFFFF), (h + 1) << 16)
     else:
         want = torch.full((rows,), 0xFFFFFFFF, dtype=torch.int64)
