@@ -1151,6 +1151,9 @@ SAMPLE_MIN, SAMPLE_MAX = plan.SAMPLE_MIN, plan.SAMPLE_MAX
 SAMPLE_STRIDE = plan.SAMPLE_STRIDE
 SAMPLE_SIGMAS = plan.SAMPLE_SIGMAS  # the threshold rank's, the sample read in runs (and the room's)
 STRIDED_SIGMAS = plan.STRIDED_SIGMAS  # ... the sample one key every stride (the score kernel's)
+# the pick's slots after a strided sample sized for its ranks' candidates (False: for the
+# runs', at SAMPLE_SIGMAS; the cost model counts True)
+STRIDED_SLOTS = True
 FILTER_BLOCK = plan.FILTER_BLOCK  # keys per tile of the filter pass
 FILTER_WARPS = 1  # (select_plan.FILTER_BLOCK: the evidence)
 # a cap on the filter's registers per thread (None: the compiler's choice). H200, triton 3.6
@@ -1285,14 +1288,16 @@ def candidate_cap(S: int, k: int, n: int, sure: bool = False) -> int:
     return _pow2_room(S, k, n, SAMPLE_SIGMAS, sure)
 
 
-def pick_slots(S: int, k: int, n: int, sure: bool = False) -> int:
+def pick_slots(S: int, k: int, n: int, sure: bool = False, strided: bool = False) -> int:
     """Candidates in the pick's first tile where it reads them in one: as candidate_cap,
-    PICK_SLOT_SIGMAS of spread."""
-    return _pow2_room(S, k, n, PICK_SLOT_SIGMAS, sure)
+    PICK_SLOT_SIGMAS of spread, for the thresholds of a strided sample's ranks (strided, where
+    STRIDED_SLOTS) or the runs'."""
+    sig = STRIDED_SIGMAS if strided and STRIDED_SLOTS else SAMPLE_SIGMAS
+    return _pow2_room(S, k, n, PICK_SLOT_SIGMAS, sure, sig)
 
 
-def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool) -> int:
-    return int(plan.pick_room(S, k, n, sure, sigmas))
+def _pow2_room(S: int, k: int, n: int, sigmas: float, sure: bool, rank_sigmas: float = SAMPLE_SIGMAS) -> int:
+    return int(plan.pick_room(S, k, n, sure, sigmas, rank_sigmas))
 
 
 class FilterWorkspace:
@@ -1319,6 +1324,7 @@ class FilterWorkspace:
         self.rank_sure_strided = int(plan.sure_rank(S, k, self.n_sample, STRIDED_SIGMAS)) if self.sure else 0
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
+        self.slots_strided = min(self.cap, pick_slots(S, k, self.n_sample, self.sure, strided=True))
         # the thresholds found by every filter program where the rows are few (no threshold
         # launch): its programs then hold the sample too, select_plan.THRESHOLD_KEYS_PER_THREAD
         # keys a thread, on tiles of FILTER_BLOCK scores a warp (as the cost model counts them)
@@ -1352,6 +1358,10 @@ class FilterWorkspace:
         STRIDED_SIGMAS for the score kernel's, one key every stride (strided), else at
         SAMPLE_SIGMAS (runs read from the scores)."""
         return (self.rank_strided, self.rank_sure_strided) if strided else (self.rank, self.rank_sure)
+
+    def pick_slots(self, strided: bool) -> int:
+        """The pick's slots after the thresholds of ranks(strided)."""
+        return self.slots_strided if strided else self.slots
 
     def sample_positions(self) -> torch.Tensor:
         """The positions of the sample the threshold kernel reads from the scores (int64)."""
@@ -1450,13 +1460,14 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
     if (ws.S, ws.k) != (S, k) or ws.count.numel() != rows:
         raise ValueError("the selection workspace was made for another shape or k")
     filter_candidates(scores, ws, sampled, out, reverse)
-    return _pick(scores, ws, out)
+    return _pick(scores, ws, out, strided=sampled)
 
 
-def _pick(scores, ws: FilterWorkspace, out):
-    """The pick kernel over the candidates a filter left in ws (the selection's last launch)."""
+def _pick(scores, ws: FilterWorkspace, out, strided=False):
+    """The pick kernel over the candidates a filter left in ws (the selection's last launch),
+    its slots for the thresholds of ws.ranks(strided)."""
     rows, S, k = ws.count.numel(), ws.S, ws.k
-    capb = triton.next_power_of_2(ws.slots)
+    capb = triton.next_power_of_2(ws.pick_slots(strided))
     warps = pick_warps(capb, rows)
     oneshot = _one_scan_warps(warps) and rows <= PICK_ONESHOT_ROWS_PER_SM * num_sms()
     _pick_kernel[(rows,)](scores, ws.cand, ws.count, ws.n_sure, ws.thresh, ws.hist, ws.tie, out, S, k, ws.cap,

@@ -183,16 +183,19 @@ def picked_from(S, k, n, sure, sigmas=SAMPLE_SIGMAS, spread=0.0):
     return np.where(sure, band(S, k, n, sigmas, spread), candidates(S, k, n, sigmas, spread))
 
 
-def pick_room(S, k, n, sure, sigmas):
-    """Room for the picked keys, a power of two: their expected count, `sigmas` standard
-    deviations and 64 more, at least k's power of two (16 where the sure threshold holds
-    keys back), at most S's. With SAMPLE_SIGMAS: the candidates' room in memory; with
-    PICK_SLOT_SIGMAS: the pick's slots."""
-    want = slots_for(picked_from(S, k, n, sure, SAMPLE_SIGMAS, spread=sigmas), floor=1)
+def pick_room(S, k, n, sure, sigmas, rank_sigmas=SAMPLE_SIGMAS):
+    """Room for the picked keys, a power of two: their expected count (the thresholds at
+    `rank_sigmas`), `sigmas` standard deviations and 64 more, at least k's power of two (16
+    where the sure threshold holds keys back), at most S's. With SAMPLE_SIGMAS: the
+    candidates' room in memory; with PICK_SLOT_SIGMAS: the pick's slots."""
+    want = slots_for(picked_from(S, k, n, sure, rank_sigmas, spread=sigmas), floor=1)
     least = np.where(sure, 16.0, _pow2(k))
     return np.maximum(least, np.minimum(_pow2(S), want)).astype(np.int64)
 
 
-def pick_slots_held(S, k, n, sure):
-    """The keys a pick program reads in its first tile: its slots, within the candidates' room."""
-    return np.minimum(pick_room(S, k, n, sure, SAMPLE_SIGMAS), pick_room(S, k, n, sure, PICK_SLOT_SIGMAS))
+def pick_slots_held(S, k, n, sure, rank_sigmas=SAMPLE_SIGMAS):
+    """The keys a pick program reads in its first tile: its slots (for thresholds at
+    `rank_sigmas`: rank_sigmas(strided)), within the candidates' room (sized at
+    SAMPLE_SIGMAS, for either sample)."""
+    return np.minimum(pick_room(S, k, n, sure, SAMPLE_SIGMAS),
+                      pick_room(S, k, n, sure, PICK_SLOT_SIGMAS, rank_sigmas))

@@ -129,19 +129,20 @@ def test_sparq_phase_bytes_by_hand(monkeypatch):
     # the threshold bisects twice
     big = attention_costs("sparq", Workload(B, 131072, Hq, Hkv, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
     assert big.reads["candidates"] == n * 3168 * 8 and big.writes["candidates"] == n * 3168 * 8
-    # The pick's register slots and room, and whether the sure threshold is used, at 6 sigmas
-    # (ranks 656 and 368, the band 4608 keys): the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 266.7
-    # for q = 288 / 8192, so 4608 + 3 * 266.7 + 64 = 5472 -> 8192 slots (its room in memory,
-    # 4608 + 6 * 266.7 + 64 = 6272, also 8192); serial items 8192 + 2 * 8192. The filter:
-    # 256 tiles of 512 per row, each doing its counts and writes twice
-    assert big.serial_items == 8192 + 2 * 8192
+    # The pick's register slots: the band's spread is 131072 * sqrt(q (1 - q) / 8192) = 222.4
+    # for q = 198 / 8192, so 3168 + 3 * 222.4 + 64 = 3899 -> 4096 slots (within its room in
+    # memory, and whether the sure threshold is used, at 6 sigmas: ranks 656 and 368, the band
+    # 4608 keys, spread 266.7 for q = 288 / 8192, 4608 + 6 * 266.7 + 64 = 6272 -> 8192);
+    # serial items 4096 + 2 * 8192. The filter: 256 tiles of 512 per row, each doing its
+    # counts and writes twice
+    assert big.serial_items == 4096 + 2 * 8192
     (grid,) = big.grids
     assert float(grid.programs(132)) == n * 256 * 2
     # ... for at most 32 rows (select_plan.SURE_FEW_ROWS). At 64 rows the band and the second
     # bisection (4608 + 8192 items) are more serial work than the candidates (10496 at 6
-    # sigmas): no sure threshold, the 9776 candidates at 4 sigmas picked (the slots at 6:
-    # spread 131072 * sqrt(p (1 - p) / 8192) = 392.9 for p = 656 / 8192: 10496 + 3 * 392.9 +
-    # 64 = 11739 -> 16384 slots), the sample bisected once, each of the 256 filter tiles done once
+    # sigmas): no sure threshold, the 9776 candidates at 4 sigmas picked (spread 131072 *
+    # sqrt(p (1 - p) / 8192) = 380.5 for p = 611 / 8192: 9776 + 3 * 380.5 + 64 = 10981 -> 16384
+    # slots), the sample bisected once, each of the 256 filter tiles done once
     many = attention_costs("sparq", Workload(2, 131072, 32, 32, d, 16, 8192, 0, 2.0, 2.0))[P.SPARQ_SELECT]
     assert many.reads["candidates"] == 64 * 9776 * 8 and many.serial_items == 16384 + 8192
     assert float(many.grids[0].programs(132)) == 64 * 256
@@ -204,10 +205,9 @@ def test_speedup_approaches_byte_ratio_at_long_context():
 
 def test_selection_serial_work_is_sample_plus_pick_slots_by_hand():
     """S = 16k, k = 1024: a 1024-key sample (one in 16, the score kernel's), threshold at
-    sampled rank ceil(64 + 4 * 8 + 8) = 104, so 16384 * 104 / 1024 = 1664 candidates. The
-    slots at 6 sigmas: rank ceil(64 + 6 * 8 + 8) = 120, 1920 keys, spread
-    16384 * sqrt(p (1 - p) / 1024) = 164.7 for p = 120 / 1024; the pick holds
-    1920 + 3 * 164.7 + 64 = 2478 -> 4096 slots (and 16384 / 32 = 512 bins, not serial
+    sampled rank ceil(64 + 4 * 8 + 8) = 104, so 16384 * 104 / 1024 = 1664 candidates, spread
+    16384 * sqrt(p (1 - p) / 1024) = 154.7 for p = 104 / 1024; the pick holds
+    1664 + 3 * 154.7 + 64 = 2192 -> 4096 slots (and 16384 / 32 = 512 bins, not serial
     work). Each of the 4 rows' programs goes through 1024 sampled keys and 4096 slots; the
     filter runs 32 tiles of 512 per row."""
     from sparq_perf.cost.attention import select_cost

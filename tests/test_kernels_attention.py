@@ -435,6 +435,8 @@ def test_cost_model_sizes_the_selection_as_the_kernels_do():
         assert ws.ranks(strided=True) == (select_plan.sample_rank(S, k, ws.n_sample, sig),
                                           select_plan.sure_rank(S, k, ws.n_sample, sig) if ws.sure else 0)
         assert ws.ranks(strided=False) == (ws.rank, ws.rank_sure)
+        assert ws.pick_slots(True) == select_plan.pick_slots_held(S, k, ws.n_sample, ws.sure, sig)
+        assert ws.pick_slots(False) == ws.slots
         assert ws.cap >= select_plan.picked_from(S, k, ws.n_sample, ws.sure, spread=select_plan.SAMPLE_SIGMAS)
         # the pick's slots (the serial term's items) and the filter's tiles (its grid)
         assert ws.slots == select_plan.pick_slots_held(S, k, ws.n_sample, ws.sure)

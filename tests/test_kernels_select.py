@@ -52,7 +52,7 @@ def select_path(request, monkeypatch):
     if p == "overflow":
         monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n, sure=False: 16 if sure else k)
     if p == "beyond-slots":
-        monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n, sure=False: 16 if sure else k)
+        monkeypatch.setattr(sparq_module, "pick_slots", lambda S, k, n, sure=False, strided=False: 16 if sure else k)
         monkeypatch.setattr(sparq_module, "PICK_TILE", 128)
     if p in ("sure", "sure-missed"):
         monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)

@@ -155,10 +155,11 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
         return PhaseCost(name, reads, writes, n * positions * impl.select_passes, 1)
     m = plan.sample_size(positions)
     sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
-    # the keys picked from: the thresholds' ranks at the sample's sigmas (a strided sample's
-    # where the score kernel writes it); the slots and the room at SAMPLE_SIGMAS
-    c = plan.picked_from(positions, chosen, m, sure, plan.rank_sigmas(impl.sample_in_score))
-    slots = plan.pick_slots_held(positions, chosen, m, sure)
+    # the keys picked from and the pick's slots: the thresholds' ranks at the sample's sigmas
+    # (a strided sample's where the score kernel writes it); the room at SAMPLE_SIGMAS
+    sigmas = plan.rank_sigmas(impl.sample_in_score)
+    c = plan.picked_from(positions, chosen, m, sure, sigmas)
+    slots = plan.pick_slots_held(positions, chosen, m, sure, sigmas)
     # from the scores: runs of consecutive keys, each run whole sectors
     run = plan.sample_run(positions, m)
     per_key = STAT_BYTES if impl.sample_in_score else (
