@@ -1445,7 +1445,8 @@ def filter_candidates(scores, ws: FilterWorkspace, sampled=False, out=None, reve
 def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, ws: FilterWorkspace | None = None,
                  sampled=False, reverse=False):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
-    sampled: ws.sample already holds each row's sample (as sparq_score writes it).
+    sampled: ws.sample already holds each row's sample (as sparq_score writes it, one key
+    every stride: its thresholds' ranks and the pick's slots at STRIDED_SIGMAS).
     reverse: the filter reads the tiles of each row last first."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")

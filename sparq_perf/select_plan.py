@@ -8,8 +8,8 @@ the keys at or above it (the candidates) and picks the exact top k among them. T
 rank is set so that the threshold lies below the k-th largest score but for a vanishing
 fraction of rows: the expected number of sampled keys above the k-th largest plus
 SAMPLE_SIGMAS of its binomial spread where the sample is read in runs, STRIDED_SIGMAS where
-it is one key every stride (the step's). The candidates' room and the pick's slots are
-sized at SAMPLE_SIGMAS either way.
+it is one key every stride (the step's). The candidates' room is sized at SAMPLE_SIGMAS
+either way, the pick's slots for the sample's own ranks.
 """
 from __future__ import annotations
 
