@@ -120,9 +120,9 @@ SELECT_VARIANTS = [{}] + _ROW_KERNELS
 # (then, at 9f777db+, with runs of 64, the filtering score's registers capped at 96 and 72)
 # (at cb2545b the PTX writes, the filter's tiles of 1024 keys and the score filter with runs of
 # 64 (the PTX writes there too))
-# (after 177a199: the pick's slots after the step's strided sample sized for its 4-sigma
-# ranks (STRIDED_SLOTS, the default) or for the runs' 6, as before)
-STEP_VARIANTS = [{}, {"STRIDED_SLOTS": False}] + _ROW_KERNELS
+# (at 9575650: the pick's slots after the step's strided sample sized for its 4-sigma ranks
+# (STRIDED_SLOTS, taken) or for the runs' 6, as before)
+STEP_VARIANTS = [{}] + _ROW_KERNELS
 ALL_VARIANTS = SELECT_VARIANTS + STEP_VARIANTS + PDL_VARIANTS[1:]
 
 
