@@ -33,7 +33,7 @@ def main(argv=None):
     S, k, rows = args.S, args.k, args.rows
     m = int(plan.sample_size(S, stride=args.stride))
     rank, run = int(plan.sample_rank(S, k, m, args.sigmas)), int(plan.sample_run(S, m))
-    cap = int(plan.pick_room(S, k, m, False, args.sigmas))
+    cap = int(plan.pick_room(S, k, m, False, plan.SAMPLE_SIGMAS))  # the room as the kernels size it
     stride = S // m
     i = np.arange(m)
     layouts = {"strided": i * stride, f"runs of {run}": (i // run) * run * stride + i % run}

@@ -27,7 +27,8 @@ sparq_select exact top-k in three launches (two where the filter finds the thres
              as small a fraction; a filter over (rows, tiles of S) writing the positions of
              the keys above the sure threshold straight to the output and appending the
              keys between the two, with their positions, to the candidates (1.3-1.9 k at
-             k = S/16 without a sure threshold; with one, a band growing as sqrt(k)) through
+             k = S/16 without a sure threshold, 1.2-1.6 k from the score kernel's sample;
+             with one, a band growing as sqrt(k)) through
              per-row atomic counters, each counted in a histogram per row of bins from the
              threshold up (equal in ratio where the threshold is positive, else in score;
              the sample's span filling them); a pick, one
@@ -1217,7 +1218,7 @@ NO_PDL_ROW_KERNELS: tuple = ()
 NO_PDL_ROWS_PER_SM = (0.5, 4.0)
 # the pick's slots (its first tile where it reads them in one): the expected count of
 # candidates and this many standard deviations of it (a row with more reads the rest a
-# tile at a time); SAMPLE_SIGMAS: as many as the cap
+# tile at a time), for the thresholds' ranks of the sample (pick_slots), within the cap
 PICK_SLOT_SIGMAS = plan.PICK_SLOT_SIGMAS
 # the sure threshold (select_plan): None where it shrinks the pick's slots; True / False:
 # always / never (tests, tuning)
@@ -1270,12 +1271,14 @@ def sample_size(S: int) -> int:
     return int(plan.sample_size(S, SAMPLE_MIN, SAMPLE_MAX, SAMPLE_STRIDE))
 
 
-def sample_rank(S: int, k: int, n: int) -> int:
-    return int(plan.sample_rank(S, k, n, SAMPLE_SIGMAS))
+def sample_rank(S: int, k: int, n: int, sigmas: float | None = None) -> int:
+    """The threshold's rank in a sample of n keys, at `sigmas` (None: SAMPLE_SIGMAS)."""
+    return int(plan.sample_rank(S, k, n, SAMPLE_SIGMAS if sigmas is None else sigmas))
 
 
-def sure_rank(S: int, k: int, n: int) -> int:
-    return int(plan.sure_rank(S, k, n, SAMPLE_SIGMAS))
+def sure_rank(S: int, k: int, n: int, sigmas: float | None = None) -> int:
+    """The sure threshold's rank in a sample of n keys, at `sigmas` (None: SAMPLE_SIGMAS)."""
+    return int(plan.sure_rank(S, k, n, SAMPLE_SIGMAS if sigmas is None else sigmas))
 
 
 def uses_sure(S: int, k: int, n: int, rows: int) -> bool:
@@ -1320,8 +1323,8 @@ class FilterWorkspace:
         self.sure = uses_sure(S, k, self.n_sample, rows)
         self.rank_sure = sure_rank(S, k, self.n_sample) if self.sure else 0
         # ... where the sample is the score kernel's, one key every stride: STRIDED_SIGMAS
-        self.rank_strided = int(plan.sample_rank(S, k, self.n_sample, STRIDED_SIGMAS))
-        self.rank_sure_strided = int(plan.sure_rank(S, k, self.n_sample, STRIDED_SIGMAS)) if self.sure else 0
+        self.rank_strided = sample_rank(S, k, self.n_sample, STRIDED_SIGMAS)
+        self.rank_sure_strided = sure_rank(S, k, self.n_sample, STRIDED_SIGMAS) if self.sure else 0
         self.cap = candidate_cap(S, k, self.n_sample, self.sure)
         self.slots = min(self.cap, pick_slots(S, k, self.n_sample, self.sure))
         self.slots_strided = min(self.cap, pick_slots(S, k, self.n_sample, self.sure, strided=True))
@@ -1446,7 +1449,8 @@ def topk_indices(scores: torch.Tensor, k: int, out: torch.Tensor | None = None, 
                  sampled=False, reverse=False):
     """Exact top-k positions (unsorted, int32) of each row of fp32 scores [..., S].
     sampled: ws.sample already holds each row's sample (as sparq_score writes it, one key
-    every stride: its thresholds' ranks and the pick's slots at STRIDED_SIGMAS).
+    every stride: its thresholds' ranks at STRIDED_SIGMAS, and where STRIDED_SLOTS the
+    pick's slots for them).
     reverse: the filter reads the tiles of each row last first."""
     if scores.dtype != torch.float32 or not scores.is_contiguous():
         raise ValueError("scores must be contiguous float32")

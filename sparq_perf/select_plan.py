@@ -27,9 +27,10 @@ SAMPLE_SIGMAS = 6.0
 # correlated along the row a run's keys are alike, so the threshold spreads more than
 # SAMPLE_SIGMAS allows for (exact still: the pick's fallback; experiments/NOTES.md)
 SAMPLE_RUN_KEYS = 16
-# ... but one key every stride is a sample whose count above the k-th largest is binomial
-# whatever the correlation along the row (sample_runs.py: no row of 20000 missed at 4 sigmas,
-# independent or AR(1) up to 0.99, where runs missed 1.7 % at 0.9), so the step's threshold
+# ... but one key every stride is a sample whose keys lie far apart along the row (on the
+# AR(1) rows tried, sample_runs.py: no row of 20000 missed at 4 sigmas, up to 0.99, where
+# runs missed 1.7 % at 0.9; scores periodic at a divisor of the stride would still bias it,
+# to the pick's fallback: slower, exact), so the step's threshold
 # (the score kernel's strided sample) is taken at this many sigmas: a miss 5e-7 a row at
 # S=16k, k=1024 (the binomial tail), 13 % fewer candidates. H200 (reports/kernels/
 # tune_fixed_668b088.json, select in the step, us, 6 -> 4 sigmas): B=64 S=4k 63.9 -> 60.1,

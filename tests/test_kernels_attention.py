@@ -187,7 +187,11 @@ def test_score_filter_leaves_what_the_filter_would(S, kk, l, sure, dtype, monkey
         assert torch.equal(sel.cand[row, :c].sort().values, ws.cand[row, :c].sort().values)
         assert set(st.idx.view(B * H, kk)[row, :ns].tolist()) == set(out[row, :ns].tolist())
         assert not sure or ns > 0
+    seen, pick = [], sk._pick
+    monkeypatch.setattr(sk, "_pick", lambda *a, strided=False: seen.append(strided) or pick(*a, strided=strided))
     sparq_select(st)
+    assert seen == [False]  # the sample kernel's runs: the pick's slots for their ranks
+    monkeypatch.setattr(sk, "_pick", pick)
     assert (sel.count == 0).all() and (sel.n_sure == 0).all() and (sel.hist == 0).all()
     test_sparq_matches_reference(B, H, H, S, d, dtype, True)
     for _ in range(2):

@@ -48,7 +48,7 @@ def select_path(request, monkeypatch):
         monkeypatch.setattr(sparq_module, "SAMPLE_MAX", 64)
         monkeypatch.setattr(sparq_module, "PICK_ONESHOT_MAX_WARPS", None)  # writes a tile at a time
     if p == "sample-missed":
-        monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n: 1)
+        monkeypatch.setattr(sparq_module, "sample_rank", lambda S, k, n, sigmas=None: 1)
     if p == "overflow":
         monkeypatch.setattr(sparq_module, "candidate_cap", lambda S, k, n, sure=False: 16 if sure else k)
     if p == "beyond-slots":
@@ -57,7 +57,7 @@ def select_path(request, monkeypatch):
     if p in ("sure", "sure-missed"):
         monkeypatch.setattr(sparq_module, "SURE_THRESHOLD", True)
     if p == "sure-missed":
-        monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n: n)
+        monkeypatch.setattr(sparq_module, "sure_rank", lambda S, k, n, sigmas=None: n)
     if p == "few-bins":
         monkeypatch.setattr(sparq_module.plan, "PICK_BINS_MIN", 16)
         monkeypatch.setattr(sparq_module.plan, "PICK_BINS_MAX", 16)
@@ -76,6 +76,18 @@ def check(scores, k):
     # the same values (which of equal scores are taken may differ: atomics order the writes)
     assert torch.equal(torch.gather(scores, -1, first.long()).sort(-1).values,
                        torch.gather(scores, -1, out.long()).sort(-1).values)
+    _check_topk(scores, out, k)
+    # the step's sample, one key every stride as the score kernel writes it: its own ranks
+    # (STRIDED_SIGMAS) and the pick's slots for them, on every path of the fixture
+    ws.sample.copy_(scores.reshape(-1, S)[:, torch.arange(ws.n_sample, device=DEV) * ws.sample_stride])
+    out.fill_(-1)
+    topk_indices(scores, k, out=out, ws=ws, sampled=True)
+    _check_topk(scores, out, k)
+
+
+def _check_topk(scores, out, k):
+    """out holds k distinct in-range positions a row whose values are torch.topk's."""
+    S = scores.shape[-1]
     idx = out.long()
     assert ((idx >= 0) & (idx < S)).all(), "unwritten or out-of-range index"
     for row in idx.reshape(-1, k).cpu():
@@ -285,6 +297,44 @@ def test_sure_threshold_writes_keys_above_it_and_keeps_the_band(select_path, mon
         assert int((scores[row] >= t).sum()) == n_sure[row] + count[row]
 
 
+class _LaunchRecorder:
+    """A kernel whose launches record their keyword arguments (then run as before)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def run(*args, **kw):
+            self.calls.append(kw)
+            return launch(*args, **kw)
+        return run
+
+
+def test_the_pick_takes_the_slots_of_its_samples_ranks(select_path, monkeypatch):
+    """At S=4096, k=256 the pick's slots are 2048 after a sample read in runs (ranks at 6
+    sigmas: 768 candidates expected, 1132 with 3 spreads and 64) and 1024 after the score
+    kernel's strided one (4 sigmas: 640, 983): each launch takes its own, and both select
+    torch.topk's values."""
+    if select_path != "filter":
+        pytest.skip("the defaults only")
+    rows, S, k = 2, 4096, 256
+    scores = torch.randn(rows, S, device=DEV)
+    ws = sparq_module.FilterWorkspace(rows, S, k, DEV)
+    assert (ws.pick_slots(False), ws.pick_slots(True)) == (2048, 1024)
+    rec = _LaunchRecorder(sparq_module._pick_kernel)
+    monkeypatch.setattr(sparq_module, "_pick_kernel", rec)
+    out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
+    topk_indices(scores, k, out=out, ws=ws)
+    _check_topk(scores, out, k)
+    ws.sample.copy_(scores[:, torch.arange(ws.n_sample, device=DEV) * ws.sample_stride])
+    out.fill_(-1)
+    topk_indices(scores, k, out=out, ws=ws, sampled=True)
+    _check_topk(scores, out, k)
+    assert [c["CAPB"] for c in rec.calls] == [2048, 1024]
+
+
 def test_pick_slots_and_warps(select_path):
     """The pick's register slots lie between k's and the cap, hold the expected candidates,
     and take fewer keys per thread (more warps, up to the one-scan limit) only where the
@@ -297,6 +347,10 @@ def test_pick_slots_and_warps(select_path):
         sure = sparq_module.uses_sure(S, k, n, 32)
         slots, cap = sparq_module.pick_slots(S, k, n, sure), sparq_module.candidate_cap(S, k, n, sure)
         assert slots <= cap and slots >= select_plan.picked_from(S, k, n, sure) and (sure or k <= slots)
+        # after the score kernel's strided sample: slots for its ranks' candidates, no more
+        strided = sparq_module.pick_slots(S, k, n, sure, strided=True)
+        picked = select_plan.picked_from(S, k, n, sure, sparq_module.STRIDED_SIGMAS)
+        assert picked <= strided <= slots and (sure or k <= strided)
     # the sure threshold where it shrinks 16384 slots or more: S=128k, k=8192 16384 -> 8192;
     # k=32768 65536 -> 16384; not S=32k, k=4096 (8192 -> 4096). Past SURE_FEW_ROWS rows only
     # where it is less serial work: S=32k and 64k, k=8192 (2048 and 4096 sampled keys against

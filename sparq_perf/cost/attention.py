@@ -156,7 +156,8 @@ def select_cost(name, n, positions, chosen, impl) -> PhaseCost:
     m = plan.sample_size(positions)
     sure = plan.uses_sure(positions, chosen, m, n)  # then the filter writes the keys above it as indices
     # the keys picked from and the pick's slots: the thresholds' ranks at the sample's sigmas
-    # (a strided sample's where the score kernel writes it); the room at SAMPLE_SIGMAS
+    # (a strided sample's where the score kernel writes it); the room at SAMPLE_SIGMAS. (The
+    # kernels' score filter, SCORE_FILTER, off, ranks its runs at 6: that path is not counted)
     sigmas = plan.rank_sigmas(impl.sample_in_score)
     c = plan.picked_from(positions, chosen, m, sure, sigmas)
     slots = plan.pick_slots_held(positions, chosen, m, sure, sigmas)
