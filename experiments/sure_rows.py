@@ -28,7 +28,7 @@ def timed(rows, S, k, sure, gen):
     scores = [torch.randn(rows, S, device="cuda", generator=gen) for _ in range(n_sets)]
     wss = [sp.FilterWorkspace(rows, S, k, "cuda") for _ in scores]
     for s, w in zip(scores, wss):
-        w.sample.copy_(s[:, :: w.sample_stride][:, : w.n_sample])
+        w.sample.copy_(s[:, w.strided_positions()])
     outs = [torch.full((rows, k), -1, dtype=torch.int32, device="cuda") for _ in scores]
     sp.topk_indices(scores[0], k, out=outs[0], ws=wss[0], sampled=True)
     if not same_topk(scores[0], outs[0], k):

@@ -1366,6 +1366,11 @@ class FilterWorkspace:
         """The pick's slots after the thresholds of ranks(strided)."""
         return self.slots_strided if strided else self.slots
 
+    def strided_positions(self) -> torch.Tensor:
+        """The positions of the step's sample, one key every stride, as sparq_score writes it
+        (int64)."""
+        return torch.arange(self.n_sample, device=self.thresh.device) * self.sample_stride
+
     def sample_positions(self) -> torch.Tensor:
         """The positions of the sample the threshold kernel reads from the scores (int64)."""
         i = torch.arange(self.n_sample, device=self.thresh.device)

@@ -79,7 +79,7 @@ def check(scores, k):
     _check_topk(scores, out, k)
     # the step's sample, one key every stride as the score kernel writes it: its own ranks
     # (STRIDED_SIGMAS) and the pick's slots for them, on every path of the fixture
-    ws.sample.copy_(scores.reshape(-1, S)[:, torch.arange(ws.n_sample, device=DEV) * ws.sample_stride])
+    ws.sample.copy_(scores.reshape(-1, S)[:, ws.strided_positions()])
     out.fill_(-1)
     topk_indices(scores, k, out=out, ws=ws, sampled=True)
     _check_topk(scores, out, k)
@@ -192,7 +192,7 @@ def test_threshold_kernel_takes_the_ranked_sampled_keys(select_path, monkeypatch
     rank, rank_sure = ws.ranks(strided)
     assert (rank, rank_sure) == ((104, 24 if sure else 0) if strided else (120, 8 if sure else 0))
     if strided:
-        pos = torch.arange(n, device=DEV) * ws.sample_stride
+        pos = ws.strided_positions()
         ws.sample.copy_(scores[:, pos])
     else:
         # the sample: runs of 16 consecutive positions, one every 16 * 31
@@ -328,7 +328,7 @@ def test_the_pick_takes_the_slots_of_its_samples_ranks(select_path, monkeypatch)
     out = torch.full((rows, k), -1, dtype=torch.int32, device=DEV)
     topk_indices(scores, k, out=out, ws=ws)
     _check_topk(scores, out, k)
-    ws.sample.copy_(scores[:, torch.arange(ws.n_sample, device=DEV) * ws.sample_stride])
+    ws.sample.copy_(scores[:, ws.strided_positions()])
     out.fill_(-1)
     topk_indices(scores, k, out=out, ws=ws, sampled=True)
     _check_topk(scores, out, k)
