@@ -124,6 +124,19 @@ def test_cross_device_script_on_the_committed_measurements(tmp_path, capsys):
     # the H200's bandwidth matters: predicting with the H100's own is worse for dense decode
     assert res["cross_device_source_bandwidth"]["dense_decode"]["median_abs_rel_error"] > dense["median_abs_rel_error"]
     assert "dense_decode" in capsys.readouterr().out
+    # --before: the rows of the same points before a change. Against the target's own rows,
+    # every time is unchanged and the errors are the check's; against the H100's at the same
+    # points, the H200's dense decode is faster
+    h200 = str(root / "reports" / "h200")
+    assert mod.main([str(root / "reports" / "h100-sxm"), h200, "--before", h200, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["median_time_after_over_before"].values()) == {1.0}
+    assert res["before_at_the_points"] == res["cross_device"]
+    assert mod.main([str(root / "reports" / "h200"), h200, "--before", str(root / "reports" / "h100-sxm"),
+                     "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["median_time_after_over_before"]["dense_decode"] < 0.9  # the H200 faster than the H100
+    assert res["least_time_after_over_before"]["dense_decode"] <= res["median_time_after_over_before"]["dense_decode"]
 
 
 def test_held_out_selection_errors_split_by_path():
